@@ -1,0 +1,70 @@
+# nsa: one binary (build/nsa), one test binary (build/tests), Debian packages only.
+#
+#   make            install missing packages, build build/nsa
+#   make test       build and run every Criterion test (what .ci/run calls)
+#   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make train      install, build, prepare the KJV corpus, train `small`, evaluate, sample
+#   make hangcheck  the full backward-hang matrix (seed12 dimensions)
+#   make bench      long measurements (never part of make test)
+#   make fixtures   regenerate tests/fixtures/ with the PyTorch reference (needs python3-torch)
+
+BUILD ?= build
+CC ?= cc
+OPT ?= -O3 -march=native
+SAN ?=
+HDF5_CFLAGS := $(shell pkg-config --cflags hdf5-serial 2>/dev/null || echo -I/usr/include/hdf5/serial)
+HDF5_LIBS := $(shell pkg-config --libs hdf5-serial 2>/dev/null || echo -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5)
+CFLAGS := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(HDF5_CFLAGS) $(SAN) -MMD -MP
+LDLIBS := $(HDF5_LIBS) -lopenblas -lm
+LDFLAGS := -fopenmp $(SAN)
+
+LIB_SRC := $(wildcard autograd/*.c kernels/*.c model/*.c train/*.c eval/*.c data/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+.PHONY: all deps build test test-asan train hangcheck bench fixtures clean
+.DEFAULT_GOAL := all
+
+# Packages first, then a fresh make that sees their headers (pkg-config is read at parse time).
+all: deps
+	@$(MAKE) --no-print-directory build
+
+deps:
+	@scripts/install-deps.sh
+
+build: $(BUILD)/nsa
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libnsa.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/nsa: $(BUILD)/main.o $(BUILD)/libnsa.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests: $(TEST_OBJ) $(BUILD)/libnsa.a
+	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+# Tests run from the repository root (fixtures are found by relative path); the nsa
+# binary is built too because CLI tests run it.
+test: deps
+	@$(MAKE) --no-print-directory $(BUILD)/nsa $(BUILD)/tests
+	NSA_BIN=$(BUILD)/nsa $(BUILD)/tests --jobs 2
+
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -march=native" \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  build-asan/nsa build-asan/tests
+	NSA_BIN=build-asan/nsa ASAN_OPTIONS=detect_leaks=0 build-asan/tests --jobs 2
+
+fixtures:
+	/usr/bin/python3 scripts/reference.py --fixtures tests/fixtures
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/main.d

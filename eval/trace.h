@@ -1,0 +1,17 @@
+// trace.h: one batch's logits, loss, every gradient and every NSA selection, as DESIGN.md's
+// trace file: what a reference implementation is compared against.
+#ifndef NSA_TRACE_H
+#define NSA_TRACE_H
+
+#include "autograd/graph.h"
+#include "model/model.h"
+
+// Forward + backward of one batch; gradients land in m->grad (zeroed first).
+void trace_compute(Model *m, Graph *g, const int32_t *tokens, const int32_t *targets, int B, int T,
+                   const ForwardOpts *opt, Forward *f);
+int trace_write(const char *path, const Model *m, const int32_t *tokens, const int32_t *targets, int B,
+                int T, const Forward *f);
+// The `nsa trace` command.
+int trace_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,34 @@
+// common.h: error reporting, checked allocation and always-on assertions shared by every layer.
+#ifndef NSA_COMMON_H
+#define NSA_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// Errors a user can cause are reported once, where they are detected, as one line on
+// stderr; the function returns NSA_ERR and its callers pass the code up unchanged.
+#define NSA_OK 0
+#define NSA_ERR (-1)
+
+void nsa_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void nsa_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Invariants of the program itself (not of user input): stay on in release builds.
+#define NSA_ASSERT(cond)                                                                  \
+    do {                                                                                  \
+        if (!(cond)) nsa_assert_fail(#cond, __FILE__, __LINE__);                          \
+    } while (0)
+_Noreturn void nsa_assert_fail(const char *cond, const char *file, int line);
+
+// Allocation failure is not recoverable here: report the place and the size, then abort.
+#define nsa_malloc(n) nsa_malloc_at((n), __FILE__, __LINE__)
+#define nsa_calloc(n, s) nsa_calloc_at((n), (s), __FILE__, __LINE__)
+void *nsa_malloc_at(size_t n, const char *file, int line);
+void *nsa_calloc_at(size_t n, size_t size, const char *file, int line);
+
+// Monotonic wall clock in seconds.
+double nsa_now(void);
+
+#endif

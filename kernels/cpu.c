@@ -1,0 +1,34 @@
+// cpu.c: see cpu.h.
+#include "kernels/cpu.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void openblas_set_num_threads(int);
+
+CpuInfo nsa_cpu;
+
+void cpu_setup(int argc, char **argv) {
+    (void)argc;
+    __builtin_cpu_init();
+    nsa_cpu.avx2 = __builtin_cpu_supports("avx2");
+    nsa_cpu.fma = __builtin_cpu_supports("fma");
+    nsa_cpu.avx512f = __builtin_cpu_supports("avx512f");
+    if (nsa_cpu.avx512f && !getenv("OPENBLAS_CORETYPE") && !getenv("NSA_NO_REEXEC")) {
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        setenv("NSA_NO_REEXEC", "1", 1);
+        execv("/proc/self/exe", argv);
+        // Exec failed: carry on with OpenBLAS's own choice (slower, still correct).
+    }
+    cpu_set_threads(omp_get_max_threads());
+}
+
+void cpu_set_threads(int n) {
+    if (n < 1) n = 1;
+    nsa_cpu.threads = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}

@@ -1,0 +1,15 @@
+// gemm.h: the only place that calls BLAS. Row-major float32, y = x Wᵀ convention of
+// nn.Linear; the backward forms accumulate.
+#ifndef NSA_GEMM_H
+#define NSA_GEMM_H
+
+#include <stdint.h>
+
+// y[n, out] = x[n, in] · W[out, in]ᵀ
+void gemm_xwt(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out);
+// dx[n, in] += dy[n, out] · W[out, in]
+void gemm_dx_acc(float *dx, const float *dy, const float *w, int64_t n, int64_t in, int64_t out);
+// dW[out, in] += dy[n, out]ᵀ · x[n, in]
+void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t in, int64_t out);
+
+#endif

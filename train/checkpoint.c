@@ -1,0 +1,196 @@
+// checkpoint.c: see checkpoint.h.
+#include "train/checkpoint.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "train/h5util.h"
+
+static int write_config(hid_t f, const Config *c) {
+    hid_t g = h5_group(f, "config");
+    if (g < 0) return NSA_ERR;
+    int rc = NSA_OK;
+    for (int i = 0; i < cfg_n_keys && rc == NSA_OK; i++) {
+        const CfgKey *k = &cfg_keys[i];
+        const void *src = (const char *)c + k->offset;
+        if (k->type == CFG_INT) rc = h5_attr_i64(g, k->name, *(const int64_t *)src);
+        else if (k->type == CFG_REAL) rc = h5_attr_f64(g, k->name, *(const double *)src);
+        else rc = h5_attr_str(g, k->name, (const char *)src);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+static int write_tensors(hid_t f, const char *group, const Model *m, const float *base) {
+    hid_t g = H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return NSA_ERR;
+    int rc = NSA_OK;
+    for (int i = 0; i < m->n_params && rc == NSA_OK; i++) {
+        const Param *p = &m->params[i];
+        rc = h5_write_f32(g, p->name, base + (p->t.data - m->data), p->t.ndim, p->t.shape);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+int ckpt_save(const char *path, const Model *m, const float *adam_m, const float *adam_v,
+              const TrainState *st) {
+    h5_quiet();
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        nsa_error("cannot create %s", tmp);
+        return NSA_ERR;
+    }
+    int rc = write_config(f, &m->cfg);
+    if (rc == NSA_OK) rc = write_tensors(f, "params", m, m->data);
+    if (rc == NSA_OK && adam_m && adam_v) {
+        hid_t g = h5_group(f, "optim");
+        H5Gclose(g);
+        rc = write_tensors(f, "optim/m", m, adam_m);
+        if (rc == NSA_OK) rc = write_tensors(f, "optim/v", m, adam_v);
+    }
+    if (rc == NSA_OK && st) {
+        hid_t g = h5_group(f, "state");
+        rc = g < 0 ? NSA_ERR : NSA_OK;
+        if (rc == NSA_OK) rc = h5_attr_i64(g, "step", st->step);
+        if (rc == NSA_OK) rc = h5_attr_i64(g, "data_position", st->data_position);
+        if (rc == NSA_OK) rc = h5_attr_i64(g, "tokens_seen", st->tokens_seen);
+        if (rc == NSA_OK) rc = h5_attr_u64_array(g, "rng", st->rng, 4);
+        if (g >= 0) H5Gclose(g);
+    }
+    if (rc != NSA_OK) {
+        H5Fclose(f);
+        remove(tmp);
+        nsa_error("cannot write checkpoint %s", path);
+        return NSA_ERR;
+    }
+    return h5_commit(f, tmp, path);
+}
+
+static int read_config_group(hid_t f, Config *c, const char *path) {
+    if (!h5_exists(f, "config")) {
+        nsa_error("%s: no /config group (not an nsa checkpoint?)", path);
+        return NSA_ERR;
+    }
+    hid_t g = H5Gopen2(f, "config", H5P_DEFAULT);
+    int rc = NSA_OK;
+    for (int i = 0; i < cfg_n_keys && rc == NSA_OK; i++) {
+        const CfgKey *k = &cfg_keys[i];
+        void *dst = (char *)c + k->offset;
+        int r = k->type == CFG_INT    ? h5_read_attr_i64(g, k->name, dst)
+                : k->type == CFG_REAL ? h5_read_attr_f64(g, k->name, dst)
+                                      : h5_read_attr_str(g, k->name, dst, k->size);
+        if (r == 1 && k->model && strcmp(k->name, "gate_hidden") && strcmp(k->name, "tie_embeddings") &&
+            strcmp(k->name, "rope_theta") && strcmp(k->name, "norm_eps") && strcmp(k->name, "cmp_fn") &&
+            strcmp(k->name, "kv") && strcmp(k->name, "gate_act")) {
+            nsa_error("%s: /config lacks model key %s", path, k->name);
+            rc = NSA_ERR;
+        } else if (r < 0) {
+            nsa_error("%s: /config attribute %s has the wrong type", path, k->name);
+            rc = NSA_ERR;
+        }
+    }
+    H5Gclose(g);
+    if (rc == NSA_OK && config_validate(c) != NSA_OK) {
+        fprintf(stderr, "  (in the /config of %s)\n", path);
+        rc = NSA_ERR;
+    }
+    return rc;
+}
+
+int ckpt_read_config(const char *path, Config *cfg) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return NSA_ERR;
+    int rc = read_config_group(f, cfg, path);
+    H5Fclose(f);
+    return rc;
+}
+
+typedef struct {
+    const Model *m;
+    const char *path;
+    int bad;
+} ExtraCheck;
+
+static herr_t check_known(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    (void)g, (void)info;
+    ExtraCheck *e = op;
+    if (!model_param((Model *)e->m, name)) {
+        nsa_error("%s: /params/%s is not a parameter of this config (config and weights disagree)",
+                  e->path, name);
+        e->bad = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int read_tensors(hid_t f, const char *group, const Model *m, float *base, const char *path) {
+    hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
+    if (g < 0) {
+        nsa_error("%s: missing group /%s", path, group);
+        return NSA_ERR;
+    }
+    int rc = NSA_OK;
+    for (int i = 0; i < m->n_params && rc == NSA_OK; i++) {
+        const Param *p = &m->params[i];
+        char what[1200];
+        snprintf(what, sizeof what, "%s /%s", path, group);
+        rc = h5_read_f32(g, p->name, base + (p->t.data - m->data), p->t.ndim, p->t.shape, what);
+    }
+    if (rc == NSA_OK) {
+        ExtraCheck e = {m, path, 0};
+        H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, check_known, &e);
+        if (e.bad) rc = NSA_ERR;
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+int ckpt_load(const char *path, Model *m) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return NSA_ERR;
+    Config c;
+    config_defaults(&c);
+    c.gate_hidden = 0;
+    int rc = read_config_group(f, &c, path);
+    if (rc == NSA_OK) {
+        if (!h5_exists(f, "params")) {
+            nsa_error("%s: no /params group", path);
+            rc = NSA_ERR;
+        }
+    }
+    if (rc == NSA_OK) {
+        model_create(m, &c);
+        rc = read_tensors(f, "params", m, m->data, path);
+        if (rc != NSA_OK) model_free(m);
+    }
+    H5Fclose(f);
+    return rc;
+}
+
+int ckpt_load_train(const char *path, const Model *m, float *adam_m, float *adam_v, TrainState *st) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return NSA_ERR;
+    int rc = NSA_OK;
+    if (!h5_exists(f, "optim") || !h5_exists(f, "state")) {
+        H5Fclose(f);
+        return 1;
+    }
+    rc = read_tensors(f, "optim/m", m, adam_m, path);
+    if (rc == NSA_OK) rc = read_tensors(f, "optim/v", m, adam_v, path);
+    if (rc == NSA_OK) {
+        hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
+        memset(st, 0, sizeof *st);
+        if (h5_read_attr_i64(g, "step", &st->step) || h5_read_attr_i64(g, "data_position", &st->data_position) ||
+            h5_read_attr_i64(g, "tokens_seen", &st->tokens_seen) || h5_read_attr_u64_array(g, "rng", st->rng, 4)) {
+            nsa_error("%s: /state lacks step, data_position, tokens_seen or rng[4]", path);
+            rc = NSA_ERR;
+        }
+        H5Gclose(g);
+    }
+    H5Fclose(f);
+    return rc;
+}

@@ -1,0 +1,22 @@
+// dataset.h: DESIGN.md's dataset file (/train, /val uint16 token ids; attributes
+// vocab_size and tokenizer) and its creation from text (`nsa prepare`).
+#ifndef NSA_DATASET_H
+#define NSA_DATASET_H
+
+#include <stdint.h>
+
+typedef struct {
+    uint16_t *train, *val;  // (n_train), (n_val)
+    int64_t n_train, n_val;
+    int64_t vocab_size;
+    char tokenizer[64];
+} Dataset;
+
+// Loads both splits; checks every id < vocab_size of the file and, if model_vocab > 0,
+// < model_vocab too.
+int dataset_load(const char *path, int64_t model_vocab, Dataset *d);
+void dataset_free(Dataset *d);
+// Byte-level tokens of a text file, the last val_fraction as /val.
+int dataset_prepare(const char *text_path, const char *out_path, double val_fraction);
+
+#endif
