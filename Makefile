@@ -46,20 +46,20 @@ $(BUILD)/libnsa.a: $(LIB_OBJ)
 $(BUILD)/nsa: $(BUILD)/main.o $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests: $(TEST_OBJ) $(BUILD)/libnsa.a
+$(BUILD)/run-tests: $(TEST_OBJ) $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
 # Tests run from the repository root (fixtures are found by relative path); the nsa
 # binary is built too because CLI tests run it.
 test: deps
-	@$(MAKE) --no-print-directory $(BUILD)/nsa $(BUILD)/tests
-	NSA_BIN=$(BUILD)/nsa $(BUILD)/tests --jobs 2
+	@$(MAKE) --no-print-directory $(BUILD)/nsa $(BUILD)/run-tests
+	NSA_BIN=$(BUILD)/nsa $(BUILD)/run-tests --jobs 2
 
 test-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -march=native" \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  build-asan/nsa build-asan/tests
-	NSA_BIN=build-asan/nsa ASAN_OPTIONS=detect_leaks=0 build-asan/tests --jobs 2
+	  build-asan/nsa build-asan/run-tests
+	NSA_BIN=build-asan/nsa ASAN_OPTIONS=detect_leaks=0 build-asan/run-tests --jobs 2
 
 fixtures:
 	/usr/bin/python3 scripts/reference.py --fixtures tests/fixtures

@@ -14,14 +14,17 @@
 int train_main(int argc, char **argv);
 int hangcheck_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
+int generate_main(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: nsa COMMAND [options]   (nsa COMMAND --help for each)\n"
             "  prepare   --text FILE --out data.h5 [--val-fraction 0.05]   text -> byte tokens\n"
             "  init      --config NAME|FILE [--seed N] [--set k=v ...] --out ckpt.h5\n"
-            "  train     --config NAME|FILE [--set k=v ...] [--resume RUN_DIR]\n"
-            "  eval      --ckpt FILE --data data.h5                   validation loss\n"
+            "  train     --config NAME|FILE [--set k=v ...] [--name NAME]  train a model\n"
+            "  train     --resume RUN_DIR [--set k=v ...]             continue a run bit-exactly\n"
+            "  eval      --ckpt FILE --data data.h5 [--batches N]     validation loss\n"
+            "  generate  --ckpt FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed N]\n"
             "  trace     --ckpt FILE --data data.h5 --out trace.h5    logits, loss, grads, selection\n"
             "  hangcheck [--layers 1,12] [--seq 128,512,1024,2048] [--timeout SEC] [--json FILE]\n");
 }
@@ -106,6 +109,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "prepare")) return prepare_main(argc, argv);
     if (!strcmp(cmd, "init")) return init_main(argc, argv);
     if (!strcmp(cmd, "trace")) return trace_main(argc, argv);
+    if (!strcmp(cmd, "train")) return train_main(argc, argv);
+    if (!strcmp(cmd, "eval")) return eval_main(argc, argv);
+    if (!strcmp(cmd, "generate")) return generate_main(argc, argv);
+    if (!strcmp(cmd, "hangcheck")) return hangcheck_main(argc, argv);
     nsa_error("unknown command '%s' (try nsa --help)", cmd);
     return 2;
 }

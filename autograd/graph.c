@@ -82,7 +82,13 @@ Node *graph_push(Graph *g, const char *op, BackwardFn fn, Tensor *out) {
 void graph_set_op(Graph *g, const char *op) {
     Watch *w = g->watch;
     if (!w) return;
-    w->layer = g->layer;
+    // The deadline is per (phase, layer): entering another layer restarts the clock.
+    // The start is written before the layer, so the watchdog never pairs the new layer
+    // with the old start.
+    if (w->layer != g->layer) {
+        w->phase_start = nsa_now();
+        w->layer = g->layer;
+    }
     w->op = op;
     // The planted hang of the hangcheck test: spin here, as a stuck kernel would.
     if (w->spin_op && w->spin_op_layer == g->layer && strcmp(w->spin_op, op) == 0)

@@ -25,8 +25,8 @@ static inline void axpyf(float *y, float a, const float *x, int n) {
 // Dh is a compile-time constant in the specialised copies below (always_inline + constant
 // argument), which lets gcc unroll the Dh loops completely for the common head sizes.
 static inline __attribute__((always_inline)) void
-row_forward(float *o, float *lse, const float *q, int nh, int Dh, const float *k,
-            const float *v, size_t ks, const AttnRange *r, int nr) {
+row_forward(float *restrict o, float *restrict lse, const float *restrict q, int nh, int Dh,
+            const float *restrict k, const float *restrict v, size_t ks, const AttnRange *r, int nr) {
     const float scale = 1.0f / sqrtf((float)Dh);
     float sc[ATTN_TILE];
     for (int h = 0; h < nh; h++) {
@@ -68,8 +68,9 @@ row_forward(float *o, float *lse, const float *q, int nh, int Dh, const float *k
 }
 
 static inline __attribute__((always_inline)) void
-row_backward_dq(float *dq, const float *dout, const float *q, const float *lse, const float *D,
-                int nh, int Dh, const float *k, const float *v, size_t ks, const AttnRange *r,
+row_backward_dq(float *restrict dq, const float *restrict dout, const float *restrict q,
+                const float *restrict lse, const float *restrict D, int nh, int Dh,
+                const float *restrict k, const float *restrict v, size_t ks, const AttnRange *r,
                 int nr) {
     const float scale = 1.0f / sqrtf((float)Dh);
     float sc[ATTN_TILE], dp[ATTN_TILE];
@@ -96,8 +97,9 @@ row_backward_dq(float *dq, const float *dout, const float *q, const float *lse, 
 }
 
 static inline __attribute__((always_inline)) void
-row_backward_dkv(float *dk, float *dv, const float *k, const float *v, size_t ks, int lo,
-                 int hi, const float *q, const float *dout, const float *lse, const float *D,
+row_backward_dkv(float *restrict dk, float *restrict dv, const float *restrict k,
+                 const float *restrict v, size_t ks, int lo, int hi, const float *restrict q,
+                 const float *restrict dout, const float *restrict lse, const float *restrict D,
                  int nh, int Dh) {
     const float scale = 1.0f / sqrtf((float)Dh);
     float p[ATTN_TILE], ds[ATTN_TILE];

@@ -30,5 +30,6 @@ void cpu_set_threads(int n) {
     if (n < 1) n = 1;
     nsa_cpu.threads = n;
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    // OpenBLAS stays single-threaded: gemm.c threads it in shape-fixed chunks (determinism).
+    openblas_set_num_threads(1);
 }

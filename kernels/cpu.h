@@ -14,7 +14,7 @@ extern CpuInfo nsa_cpu;
 // with OPENBLAS_CORETYPE set, since OpenBLAS reads it only when it is loaded. Call first
 // thing in main; a user's own OPENBLAS_CORETYPE is respected.
 void cpu_setup(int argc, char **argv);
-// Threads for OpenMP and OpenBLAS alike (OMP_NUM_THREADS, else all cores).
+// OpenMP threads (OMP_NUM_THREADS, else all cores); OpenBLAS is kept at one (gemm.c).
 void cpu_set_threads(int n);
 
 #endif

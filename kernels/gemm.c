@@ -1,24 +1,44 @@
-// gemm.c: OpenBLAS sgemm wrappers. OpenBLAS splits work over output tiles, never over
-// the reduction dimension, so each output element is summed in the same order whatever
-// the thread count: these calls are deterministic across 1 and 2 threads (tested).
+// gemm.c: OpenBLAS sgemm wrappers, threaded by us rather than by OpenBLAS.
+//
+// OpenBLAS's own threading splits the output by thread count, and its AVX-512 kernels
+// sum edge tiles in a different order from full tiles, so results change with the number
+// of threads (measured: every gradient differed between 1 and 2 threads). Here OpenBLAS
+// runs single-threaded (cpu.c) and the output is cut into chunks whose size depends only
+// on the shape; OpenMP hands whole chunks to threads. Each element is then computed by
+// the same sgemm call whatever the thread count: bit-identical with 1 or 2 threads.
 #include "kernels/gemm.h"
 
 #include <cblas.h>
 
+#define ROW_CHUNK 64  // output rows per sgemm call: big enough to run sgemm near peak
+
+static inline int64_t n_chunks(int64_t rows) { return (rows + ROW_CHUNK - 1) / ROW_CHUNK; }
+static inline int64_t chunk_rows(int64_t c, int64_t rows) {
+    int64_t r = rows - c * ROW_CHUNK;
+    return r < ROW_CHUNK ? r : ROW_CHUNK;
+}
+
 void gemm_xwt(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out) {
     if (n == 0 || out == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
-                (int)in, w, (int)in, 0.0f, y, (int)out);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks(n); c++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)chunk_rows(c, n), (int)out, (int)in, 1.0f,
+                    x + c * ROW_CHUNK * in, (int)in, w, (int)in, 0.0f, y + c * ROW_CHUNK * out, (int)out);
 }
 
 void gemm_dx_acc(float *dx, const float *dy, const float *w, int64_t n, int64_t in, int64_t out) {
     if (n == 0 || out == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)out, 1.0f, dy,
-                (int)out, w, (int)in, 1.0f, dx, (int)in);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks(n); c++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)chunk_rows(c, n), (int)in, (int)out, 1.0f,
+                    dy + c * ROW_CHUNK * out, (int)out, w, (int)in, 1.0f, dx + c * ROW_CHUNK * in, (int)in);
 }
 
 void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t in, int64_t out) {
     if (n == 0 || out == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)n, 1.0f, dy,
-                (int)out, x, (int)in, 1.0f, dw, (int)in);
+    // Chunks of dW's rows; each keeps the full reduction over n in one call.
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks(out); c++)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)chunk_rows(c, out), (int)in, (int)n, 1.0f,
+                    dy + c * ROW_CHUNK, (int)out, x, (int)in, 1.0f, dw + c * ROW_CHUNK * in, (int)in);
 }
