@@ -12,7 +12,7 @@ extern CpuInfo nsa_cpu;
 // Fills nsa_cpu. If OpenBLAS would pick a slower kernel than the CPU supports
 // (OpenBLAS 0.3.21 takes Zen 5 for Haswell: half-speed sgemm), re-executes the program
 // with OPENBLAS_CORETYPE set, since OpenBLAS reads it only when it is loaded. Call first
-// thing in main; a user's own OPENBLAS_CORETYPE is respected.
+// thing in main; an AVX-512 OPENBLAS_CORETYPE already set is kept.
 void cpu_setup(int argc, char **argv);
 // OpenMP threads (OMP_NUM_THREADS, else all cores); OpenBLAS is kept at one (gemm.c).
 void cpu_set_threads(int n);
