@@ -13,6 +13,7 @@
 
 int train_main(int argc, char **argv);
 int hangcheck_main(int argc, char **argv);
+int bench_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int generate_main(int argc, char **argv);
 
@@ -113,6 +114,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return eval_main(argc, argv);
     if (!strcmp(cmd, "generate")) return generate_main(argc, argv);
     if (!strcmp(cmd, "hangcheck")) return hangcheck_main(argc, argv);
+    if (!strcmp(cmd, "bench")) return bench_main(argc, argv);
     nsa_error("unknown command '%s' (try nsa --help)", cmd);
     return 2;
 }
