@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/prepare.h"
 #include "eval/trace.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"

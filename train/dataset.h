@@ -16,7 +16,5 @@ typedef struct {
 // < model_vocab too.
 int dataset_load(const char *path, int64_t model_vocab, Dataset *d);
 void dataset_free(Dataset *d);
-// Byte-level tokens of a text file, the last val_fraction as /val.
-int dataset_prepare(const char *text_path, const char *out_path, double val_fraction);
 
 #endif

@@ -1,0 +1,72 @@
+// prepare.c: `nsa prepare`: text -> DESIGN.md's dataset file (byte-level tokens, uint16,
+// /train and /val, attributes vocab_size and tokenizer).
+#include "data/prepare.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "train/h5util.h"
+
+int dataset_prepare(const char *text_path, const char *out_path, double val_fraction) {
+    if (!(val_fraction > 0 && val_fraction < 1)) {
+        nsa_error("--val-fraction must be in (0, 1), got %g", val_fraction);
+        return NSA_ERR;
+    }
+    FILE *in = fopen(text_path, "rb");
+    if (!in) {
+        nsa_error("cannot open %s: %s", text_path, strerror(errno));
+        return NSA_ERR;
+    }
+    size_t cap = 1 << 20, n = 0;
+    unsigned char *buf = nsa_malloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, in)) > 0) {
+        n += got;
+        if (n == cap) {
+            unsigned char *bigger = nsa_malloc(cap * 2);
+            memcpy(bigger, buf, n);
+            free(buf);
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    fclose(in);
+    int64_t n_val = (int64_t)((double)n * val_fraction);
+    if (n < 16 || n_val < 2 || (int64_t)n - n_val < 2) {
+        nsa_error("%s: %zu bytes is too little text to split into train and val", text_path, n);
+        free(buf);
+        return NSA_ERR;
+    }
+    uint16_t *tok = nsa_malloc(n * sizeof *tok);
+    for (size_t i = 0; i < n; i++) tok[i] = buf[i];  // byte-level: id = byte value
+    free(buf);
+    h5_quiet();
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = f < 0 ? NSA_ERR : NSA_OK;
+    int64_t n_train = (int64_t)n - n_val;
+    for (int k = 0; k < 2 && rc == NSA_OK; k++) {
+        hsize_t d = (hsize_t)(k ? n_val : n_train);
+        hid_t s = H5Screate_simple(1, &d, NULL);
+        hid_t ds = H5Dcreate2(f, k ? "val" : "train", H5T_STD_U16LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, tok + (k ? n_train : 0)) < 0)
+            rc = NSA_ERR;
+        if (ds >= 0) H5Dclose(ds);
+        H5Sclose(s);
+    }
+    if (rc == NSA_OK) rc = h5_attr_i64(f, "vocab_size", 256);
+    if (rc == NSA_OK) rc = h5_attr_str(f, "tokenizer", "bytes");
+    free(tok);
+    if (rc != NSA_OK) {
+        if (f >= 0) H5Fclose(f);
+        nsa_error("cannot write %s", out_path);
+        return NSA_ERR;
+    }
+    if (h5_commit(f, tmp, out_path) != NSA_OK) return NSA_ERR;
+    printf("%s: %lld train + %lld val byte tokens\n", out_path, (long long)n_train, (long long)n_val);
+    return NSA_OK;
+}
