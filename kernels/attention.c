@@ -1,158 +1,365 @@
-// attention.c: flash-style causal / sliding-window attention and the per-row kernels
-// (one query position, the heads of one KV group, ranges of keys) shared with nsa.c.
+// attention.c: flash-style causal / sliding-window attention and the query-tile kernels it
+// is built from (shared with nsa.c).
 #include "kernels/attention.h"
 
 #include "kernels/common.h"
 
-// Keys are processed in tiles: scores of one tile for one head sit in a stack buffer so
-// the exp loop vectorises and the tile's K/V rows stay in L1 while every head reads them.
-#define ATTN_TILE 64
-// Dense key-parallel pass: keys per task (its dk/dv rows are owned by that task).
-#define ATTN_KEY_BLOCK 64
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
+
+// Every kernel below is always_inline with Dh as a parameter; the exported wrappers call
+// it with a literal Dh for the usual head sizes so gcc unrolls those loops completely, and
+// with the run-time Dh otherwise.
+#define DISPATCH_DH(Dh, call)                              \
+    switch (Dh) {                                          \
+    case 16: { const int Dh_ = 16; call; break; }          \
+    case 32: { const int Dh_ = 32; call; break; }          \
+    case 64: { const int Dh_ = 64; call; break; }          \
+    case 128: { const int Dh_ = 128; call; break; }        \
+    default: { const int Dh_ = Dh; call; break; }          \
+    }
+#define KERNEL static inline __attribute__((always_inline)) void
 
 static inline float dotf(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int e = 0; e < n; e++) s += a[e] * b[e];
+    for (int e = 0; e < n; e++) s = fmaf(a[e], b[e], s);
     return s;
 }
 
-static inline void axpyf(float *y, float a, const float *x, int n) {
-#pragma omp simd
-    for (int e = 0; e < n; e++) y[e] += a * x[e];
+// ---- Query tiles ----
+
+void attn_tile_rows(AttnTile *tl, int b, int T, int H, int t0, const int32_t *tlist, int nt,
+                    int h0, int nh) {
+    NSA_ASSERT(nt >= 1 && nh >= 1 && nt * nh <= ATTN_ROWS);
+    tl->n = nt * nh;
+    for (int i = 0; i < nt; i++) {
+        int t = tlist ? tlist[i] : t0 + i;
+        for (int h = 0; h < nh; h++) {
+            tl->off[i * nh + h] = ((size_t)b * T + t) * H + h0 + h;
+            tl->t[i * nh + h] = t;
+        }
+    }
 }
 
-// Dh is a compile-time constant in the specialised copies below (always_inline + constant
-// argument), which lets gcc unroll the Dh loops completely for the common head sizes.
-static inline __attribute__((always_inline)) void
-row_forward(float *restrict o, float *restrict lse, const float *restrict q, int nh, int Dh,
-            const float *restrict k, const float *restrict v, size_t ks, const AttnRange *r, int nr) {
-    const float scale = 1.0f / sqrtf((float)Dh);
-    float sc[ATTN_TILE];
-    for (int h = 0; h < nh; h++) {
-        const float *qh = q + (size_t)h * Dh;
-        float *oh = o + (size_t)h * Dh;
-        float m = -INFINITY, l = 0.0f;
-        for (int e = 0; e < Dh; e++) oh[e] = 0.0f;
-        for (int ri = 0; ri < nr; ri++) {
-            for (int s0 = r[ri].lo; s0 < r[ri].hi; s0 += ATTN_TILE) {
-                int n = r[ri].hi - s0 < ATTN_TILE ? r[ri].hi - s0 : ATTN_TILE;
-                const float *kt = k + (size_t)s0 * ks, *vt = v + (size_t)s0 * ks;
-                float mx = m;
-                for (int j = 0; j < n; j++) {
-                    sc[j] = dotf(qh, kt + (size_t)j * ks, Dh) * scale;
-                    mx = sc[j] > mx ? sc[j] : mx;
+AttnGrid attn_grid(int B, int T, int H, int G) {
+    AttnGrid gr = {.B = B, .T = T, .H = H, .G = G};
+    const int rep = H / G;
+    gr.hb = rep < ATTN_ROWS ? rep : ATTN_ROWS;
+    gr.nhc = (rep + gr.hb - 1) / gr.hb;
+    gr.qb = ATTN_ROWS / gr.hb;
+    gr.nqb = (T + gr.qb - 1) / gr.qb;
+    return gr;
+}
+
+long attn_grid_tasks(const AttnGrid *gr) { return (long)gr->B * gr->G * gr->nhc * gr->nqb; }
+
+void attn_grid_tile(AttnTile *tl, int *b, int *g, long task, const AttnGrid *gr) {
+    const int rep = gr->H / gr->G;
+    const long per_block = (long)gr->B * gr->G * gr->nhc;
+    const int qbi = gr->nqb - 1 - (int)(task / per_block), hc = (int)(task % gr->nhc);
+    *g = (int)(task / gr->nhc % gr->G), *b = (int)(task % per_block / gr->nhc / gr->G);
+    const int t0 = qbi * gr->qb, h0 = hc * gr->hb;
+    attn_tile_rows(tl, *b, gr->T, gr->H, t0, NULL, imin(gr->qb, gr->T - t0), *g * rep + h0,
+                   imin(gr->hb, rep - h0));
+}
+
+// The 64-lane building blocks. "Lanes" are the rows of a query tile or the keys of a key
+// block; an [Dh][L] array holds one vector of Dh floats per lane, transposed.
+#define L 64
+_Static_assert(ATTN_ROWS == L && ATTN_KEYS == L, "tile kernels assume 64 lanes");
+
+// XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes.
+KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+    for (int l = 0; l < L; l++) {
+        if (l < n)
+            for (int e = 0; e < Dh; e++) XT[e * L + l] = rows[l][e] * mul;
+        else
+            for (int e = 0; e < Dh; e++) XT[e * L + l] = 0.0f;
+    }
+}
+
+// The 64 lanes are walked as LANE_V consecutive lanes times 64 / LANE_V blocks (block loop
+// inner): gcc then keeps every accumulator in a vector register and broadcasts the scalar
+// operand, where the plain 64-lane loop got stack accumulators and gathers.
+#define LANE_V 16
+
+// Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n: 64 dot products per row, two rows per pass
+// sharing the XT loads.
+KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n,
+                 int Dh) {
+    for (int i = 0; i < n; i += 2) {
+        const float *x0 = rows[i], *x1 = rows[i + 1 < n ? i + 1 : i];
+        float a0[L], a1[L];
+        for (int l = 0; l < L; l++) a0[l] = a1[l] = 0.0f;
+        for (int e = 0; e < Dh; e++) {
+            const float *xe = XT + e * L;
+            const float c0 = x0[e], c1 = x1[e];
+            for (int l = 0; l < LANE_V; l++)
+                for (int b = 0; b < L; b += LANE_V) {
+                    a0[b + l] = fmaf(xe[b + l], c0, a0[b + l]);
+                    a1[b + l] = fmaf(xe[b + l], c1, a1[b + l]);
                 }
-                float corr = attn_expf(m - mx);  // 0 on the first tile (m = -inf)
-                float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < n; j++) {
-                    sc[j] = attn_expf(sc[j] - mx);
-                    sum += sc[j];
+        }
+        for (int l = 0; l < L; l++) Y[i * L + l] = a0[l];
+        if (i + 1 < n)
+            for (int l = 0; l < L; l++) Y[(i + 1) * L + l] = a1[l];
+    }
+}
+
+// AccT[e][l] += Σ_i W[i][l] rows[i][e] for i < n, in order of i: the transposed
+// accumulation of Σ_i w_i ⊗ row_i, two e per pass sharing the W loads.
+KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows,
+                  int n, int Dh) {
+    for (int e = 0; e < Dh; e += 2) {
+        const int e1 = e + 1 < Dh ? e + 1 : e;
+        float a0[L], a1[L];
+        for (int l = 0; l < L; l++) a0[l] = AccT[e * L + l], a1[l] = AccT[e1 * L + l];
+        for (int i = 0; i < n; i++) {
+            const float *wi = W + i * L;
+            const float c0 = rows[i][e], c1 = rows[i][e1];
+            for (int l = 0; l < LANE_V; l++)
+                for (int b = 0; b < L; b += LANE_V) {
+                    a0[b + l] = fmaf(wi[b + l], c0, a0[b + l]);
+                    a1[b + l] = fmaf(wi[b + l], c1, a1[b + l]);
                 }
-                l = l * corr + sum;
-                m = mx;
-                if (corr != 1.0f)
-                    for (int e = 0; e < Dh; e++) oh[e] *= corr;
-                for (int j = 0; j < n; j++) axpyf(oh, sc[j], vt + (size_t)j * ks, Dh);
-            }
         }
-        if (l > 0.0f) {
-            float inv = 1.0f / l;
-            for (int e = 0; e < Dh; e++) oh[e] *= inv;
-            lse[h] = m + logf(l);
-        } else {
-            lse[h] = -INFINITY;
-        }
+        for (int l = 0; l < L; l++) AccT[e1 * L + l] = a1[l];  // e1 == e: a0 wins below
+        for (int l = 0; l < L; l++) AccT[e * L + l] = a0[l];
     }
 }
 
-static inline __attribute__((always_inline)) void
-row_backward_dq(float *restrict dq, const float *restrict dout, const float *restrict q,
-                const float *restrict lse, const float *restrict D, int nh, int Dh,
-                const float *restrict k, const float *restrict v, size_t ks, const AttnRange *r,
-                int nr) {
-    const float scale = 1.0f / sqrtf((float)Dh);
-    float sc[ATTN_TILE], dp[ATTN_TILE];
-    for (int h = 0; h < nh; h++) {
-        if (lse[h] == -INFINITY) continue;
-        const float *qh = q + (size_t)h * Dh, *doh = dout + (size_t)h * Dh;
-        float *dqh = dq + (size_t)h * Dh;
-        const float lh = lse[h], Dv = D[h];
-        for (int ri = 0; ri < nr; ri++) {
-            for (int s0 = r[ri].lo; s0 < r[ri].hi; s0 += ATTN_TILE) {
-                int n = r[ri].hi - s0 < ATTN_TILE ? r[ri].hi - s0 : ATTN_TILE;
-                const float *kt = k + (size_t)s0 * ks, *vt = v + (size_t)s0 * ks;
-                for (int j = 0; j < n; j++) {
-                    sc[j] = dotf(qh, kt + (size_t)j * ks, Dh);
-                    dp[j] = dotf(doh, vt + (size_t)j * ks, Dh);
-                }
+// Row pointers of a tile (lanes past n repeat row 0; lanes_transpose never reads them).
+static inline void tile_ptrs(const float **p, const float *x, const AttnTile *tl, int Dh) {
+    for (int r = 0; r < L; r++) p[r] = x + tl->off[r < tl->n ? r : 0] * Dh;
+}
+
+// Rows [s0, s0 + n) of k (or v) at stride ks.
+static inline void key_ptrs(const float **p, const float *k, size_t ks, int s0, int n) {
+    for (int j = 0; j < n; j++) p[j] = k + (size_t)(s0 + j) * ks;
+}
+
+// The default chunk iterator: the rows' own ranges, walked in L-key steps over their union.
+typedef struct {
+    const AttnTile *tl;
+    int s0, uhi;
+} RangeChunks;
+
+static void range_chunks_init(RangeChunks *rc, const AttnTile *tl) {
+    rc->tl = tl, rc->s0 = 0x7fffffff, rc->uhi = 0;
+    for (int r = 0; r < tl->n; r++)
+        if (tl->lo[r] < tl->hi[r]) rc->s0 = imin(rc->s0, tl->lo[r]), rc->uhi = imax(rc->uhi, tl->hi[r]);
+}
+
+static int range_chunks_next(void *ctx, int *k0, int *nk, int *lo, int *hi) {
+    RangeChunks *rc = ctx;
+    if (rc->s0 >= rc->uhi) return 0;
+    *k0 = rc->s0, *nk = imin(L, rc->uhi - rc->s0);
+    for (int r = 0; r < rc->tl->n; r++) lo[r] = rc->tl->lo[r], hi[r] = rc->tl->hi[r];
+    rc->s0 += *nk;
+    return 1;
+}
+
+// Next chunk, with padding rows (r >= n) seeing nothing.
+static inline int tile_chunk(AttnChunkIter next, void *ctx, int n, int *k0, int *nk, int *lo,
+                             int *hi) {
+    if (!next(ctx, k0, nk, lo, hi)) return 0;
+    NSA_ASSERT(*nk > 0 && *nk <= L);
+    for (int r = n; r < L; r++) lo[r] = hi[r] = 0;
+    return 1;
+}
+
+// lse and D of the rows; a row without keys (lse = -inf) and padding get 0, which keeps
+// the exps finite (those rows are masked everywhere).
+static inline void tile_row_terms(float *lser, float *Dr, const float *lse, const float *D,
+                                  const AttnTile *tl) {
+    for (int r = 0; r < L; r++) {
+        lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
+        Dr[r] = r < tl->n ? D[tl->off[r]] : 0.0f;
+    }
+}
+
+KERNEL tile_forward(float *restrict o, float *restrict lse, const float *restrict q,
+                    const float *restrict k, const float *restrict v, size_t ks,
+                    const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
+    float QT[Dh * L], OT[Dh * L], S[L * L];
+    float m[L], l[L], mx[L], base[L], corr[L], sum[L];
+    const float *qp[L], *kp[L], *vp[L];
+    int lo[L], hi[L], s0, nk;
+    tile_ptrs(qp, q, tl, Dh);
+    lanes_transpose(QT, qp, tl->n, Dh, 1.0f / sqrtf((float)Dh));
+    for (int r = 0; r < L; r++) m[r] = -INFINITY, l[r] = 0.0f;
+    for (int i = 0; i < Dh * L; i++) OT[i] = 0.0f;
+    while (tile_chunk(next, ctx, tl->n, &s0, &nk, lo, hi)) {
+        key_ptrs(kp, k, ks, s0, nk);
+        key_ptrs(vp, v, ks, s0, nk);
+        lanes_dot(S, QT, kp, nk, Dh);  // S[j][r] = q_r·k_j / sqrt(Dh)
+        for (int r = 0; r < L; r++) mx[r] = m[r];
+        for (int j = 0; j < nk; j++) {
+            const int s = s0 + j;
 #pragma omp simd
-                for (int j = 0; j < n; j++)
-                    sc[j] = attn_expf(sc[j] * scale - lh) * (dp[j] - Dv) * scale;
-                for (int j = 0; j < n; j++) axpyf(dqh, sc[j], kt + (size_t)j * ks, Dh);
+            for (int r = 0; r < L; r++) {
+                float x = s >= lo[r] && s < hi[r] ? S[j * L + r] : -INFINITY;
+                S[j * L + r] = x;
+                mx[r] = x > mx[r] ? x : mx[r];
             }
         }
-    }
-}
-
-static inline __attribute__((always_inline)) void
-row_backward_dkv(float *restrict dk, float *restrict dv, const float *restrict k,
-                 const float *restrict v, size_t ks, int lo, int hi, const float *restrict q,
-                 const float *restrict dout, const float *restrict lse, const float *restrict D,
-                 int nh, int Dh) {
-    const float scale = 1.0f / sqrtf((float)Dh);
-    float p[ATTN_TILE], ds[ATTN_TILE];
-    for (int h = 0; h < nh; h++) {
-        if (lse[h] == -INFINITY) continue;
-        const float *qh = q + (size_t)h * Dh, *doh = dout + (size_t)h * Dh;
-        const float lh = lse[h], Dv = D[h];
-        for (int s0 = lo; s0 < hi; s0 += ATTN_TILE) {
-            int n = hi - s0 < ATTN_TILE ? hi - s0 : ATTN_TILE;
-            const float *kt = k + (size_t)s0 * ks, *vt = v + (size_t)s0 * ks;
-            for (int j = 0; j < n; j++) {
-                p[j] = dotf(qh, kt + (size_t)j * ks, Dh);
-                ds[j] = dotf(doh, vt + (size_t)j * ks, Dh);
-            }
 #pragma omp simd
-            for (int j = 0; j < n; j++) {
-                p[j] = attn_expf(p[j] * scale - lh);
-                ds[j] = p[j] * (ds[j] - Dv) * scale;
+        for (int r = 0; r < L; r++) {
+            base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // row with no key yet: p = 0
+            corr[r] = attn_expf(m[r] - base[r]);
+            sum[r] = 0.0f;
+        }
+        for (int j = 0; j < nk; j++) {
+#pragma omp simd
+            for (int r = 0; r < L; r++) {
+                float p = attn_expf(S[j * L + r] - base[r]);
+                S[j * L + r] = p;
+                sum[r] += p;
             }
-            float *dkt = dk + (size_t)s0 * ks, *dvt = dv + (size_t)s0 * ks;
-            for (int j = 0; j < n; j++) {
-                axpyf(dvt + (size_t)j * ks, p[j], doh, Dh);
-                axpyf(dkt + (size_t)j * ks, ds[j], qh, Dh);
+        }
+        for (int r = 0; r < L; r++) l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
+        for (int e = 0; e < Dh; e++)
+#pragma omp simd
+            for (int r = 0; r < L; r++) OT[e * L + r] *= corr[r];
+        lanes_axpy(OT, S, vp, nk, Dh);  // OT[e][r] += Σ_j p[j][r] v_j[e]
+    }
+    for (int r = 0; r < tl->n; r++) {
+        float *orow = o + tl->off[r] * Dh;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        for (int e = 0; e < Dh; e++) orow[e] = OT[e * L + r] * inv;
+        lse[tl->off[r]] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+    }
+}
+
+KERNEL tile_backward_dq(float *restrict dq, const float *restrict dout, const float *restrict q,
+                        const float *restrict lse, const float *restrict D,
+                        const float *restrict k, const float *restrict v, size_t ks,
+                        const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
+    const float scale = 1.0f / sqrtf((float)Dh);
+    float QT[Dh * L], dOT[Dh * L], dQT[Dh * L], S[L * L], dP[L * L], lser[L], Dr[L];
+    const float *qp[L], *dp[L], *kp[L], *vp[L];
+    int lo[L], hi[L], s0, nk;
+    tile_ptrs(qp, q, tl, Dh);
+    tile_ptrs(dp, dout, tl, Dh);
+    lanes_transpose(QT, qp, tl->n, Dh, scale);
+    lanes_transpose(dOT, dp, tl->n, Dh, 1.0f);
+    tile_row_terms(lser, Dr, lse, D, tl);
+    for (int i = 0; i < Dh * L; i++) dQT[i] = 0.0f;
+    while (tile_chunk(next, ctx, tl->n, &s0, &nk, lo, hi)) {
+        key_ptrs(kp, k, ks, s0, nk);
+        key_ptrs(vp, v, ks, s0, nk);
+        lanes_dot(S, QT, kp, nk, Dh);    // scores
+        lanes_dot(dP, dOT, vp, nk, Dh);  // dout·v
+        for (int j = 0; j < nk; j++) {
+            const int s = s0 + j;
+#pragma omp simd
+            for (int r = 0; r < L; r++) {
+                const float p = attn_expf(S[j * L + r] - lser[r]);
+                dP[j * L + r] = s >= lo[r] && s < hi[r] ? p * (dP[j * L + r] - Dr[r]) : 0.0f;
             }
+        }
+        lanes_axpy(dQT, dP, kp, nk, Dh);  // dQT[e][r] += Σ_j ds[j][r] k_j[e]
+    }
+    for (int r = 0; r < tl->n; r++) {
+        float *dqr = dq + tl->off[r] * Dh;
+        for (int e = 0; e < Dh; e++) dqr[e] += scale * dQT[e * L + r];
+    }
+}
+
+// Keys as lanes: K and V of the block are transposed once, the query rows broadcast.
+KERNEL keys_backward(float *restrict dk, float *restrict dv, const float *restrict k,
+                     const float *restrict v, size_t ks, int k0, int nk, const float *restrict q,
+                     const float *restrict dout, const float *restrict lse,
+                     const float *restrict D, AttnTileIter next, void *ctx, int Dh) {
+    const float scale = 1.0f / sqrtf((float)Dh);
+    float KT[Dh * L], VT[Dh * L], dKT[Dh * L], dVT[Dh * L], P[L * L], dS[L * L];
+    const float *kp[L], *vp[L], *qp[L], *dp[L];
+    NSA_ASSERT(nk > 0 && nk <= L);
+    key_ptrs(kp, k, ks, k0, nk);
+    key_ptrs(vp, v, ks, k0, nk);
+    lanes_transpose(KT, kp, nk, Dh, scale);
+    lanes_transpose(VT, vp, nk, Dh, 1.0f);
+    for (int i = 0; i < Dh * L; i++) dKT[i] = dVT[i] = 0.0f;
+    AttnTile tl;
+    while (next(&tl, ctx)) {
+        tile_ptrs(qp, q, &tl, Dh);
+        tile_ptrs(dp, dout, &tl, Dh);
+        lanes_dot(P, KT, qp, tl.n, Dh);   // P[r][j] = q_r·k_j / sqrt(Dh)
+        lanes_dot(dS, VT, dp, tl.n, Dh);  // dS[r][j] = dout_r·v_j
+        for (int r = 0; r < tl.n; r++) {
+            const float lr = lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
+            const float Dv = D[tl.off[r]];
+            const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
+#pragma omp simd
+            for (int j = 0; j < L; j++) {
+                const int vis = j >= jlo && j < jhi;
+                const float p = attn_expf(P[r * L + j] - lr);
+                P[r * L + j] = vis ? p : 0.0f;
+                dS[r * L + j] = vis ? p * (dS[r * L + j] - Dv) : 0.0f;
+            }
+        }
+        lanes_axpy(dVT, P, dp, tl.n, Dh);   // dVT[e][j] += Σ_r p[r][j] dout_r[e]
+        lanes_axpy(dKT, dS, qp, tl.n, Dh);  // dKT[e][j] += Σ_r ds[r][j] q_r[e]
+    }
+    for (int j = 0; j < nk; j++) {
+        float *dkj = dk + (size_t)(k0 + j) * ks, *dvj = dv + (size_t)(k0 + j) * ks;
+        for (int e = 0; e < Dh; e++) {
+            dkj[e] += scale * dKT[e * L + j];
+            dvj[e] += dVT[e * L + j];
         }
     }
 }
 
-// Dispatch to a copy with constant Dh for the usual head sizes, a generic one otherwise.
-#define ATTN_DISPATCH_DH(Dh, call)              \
-    switch (Dh) {                               \
-    case 16: { const int Dh_ = 16; call; break; } \
-    case 32: { const int Dh_ = 32; call; break; } \
-    case 64: { const int Dh_ = 64; call; break; } \
-    case 128: { const int Dh_ = 128; call; break; } \
-    default: { const int Dh_ = Dh; call; break; } \
+void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
+                       size_t kv_stride, const AttnTile *tl, AttnChunkIter next, void *ctx,
+                       int Dh) {
+    RangeChunks rc;
+    if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
+    DISPATCH_DH(Dh, tile_forward(o, lse, q, k, v, kv_stride, tl, next, ctx, Dh_));
+}
+
+void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
+                           const float *D, const float *k, const float *v, size_t kv_stride,
+                           const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
+    RangeChunks rc;
+    if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
+    DISPATCH_DH(Dh, tile_backward_dq(dq, dout, q, lse, D, k, v, kv_stride, tl, next, ctx, Dh_));
+}
+
+KERNEL tile_probs(float *restrict P, const float *restrict q, const float *restrict lse,
+                  const float *restrict k, size_t ks, const AttnTile *tl, int k0, int nk, int Dh) {
+    float QT[Dh * L], lser[L];
+    const float *qp[L], *kp[L];
+    int lo[L], hi[L];
+    NSA_ASSERT(nk > 0 && nk <= L);
+    tile_ptrs(qp, q, tl, Dh);
+    lanes_transpose(QT, qp, tl->n, Dh, 1.0f / sqrtf((float)Dh));
+    for (int r = 0; r < L; r++) {
+        lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
+        lo[r] = r < tl->n ? tl->lo[r] : 0, hi[r] = r < tl->n ? tl->hi[r] : 0;
     }
-
-void attn_row_forward(float *o, float *lse, const float *q, int nh, int Dh, const float *k,
-                      const float *v, size_t kv_stride, const AttnRange *r, int nr) {
-    ATTN_DISPATCH_DH(Dh, row_forward(o, lse, q, nh, Dh_, k, v, kv_stride, r, nr));
+    key_ptrs(kp, k, ks, k0, nk);
+    lanes_dot(P, QT, kp, nk, Dh);
+    for (int j = 0; j < nk; j++) {
+        const int s = k0 + j;
+#pragma omp simd
+        for (int r = 0; r < L; r++) {
+            float p = attn_expf(P[j * L + r] - lser[r]);
+            P[j * L + r] = s >= lo[r] && s < hi[r] ? p : 0.0f;
+        }
+    }
 }
 
-void attn_row_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
-                          const float *D, int nh, int Dh, const float *k, const float *v,
-                          size_t kv_stride, const AttnRange *r, int nr) {
-    ATTN_DISPATCH_DH(Dh, row_backward_dq(dq, dout, q, lse, D, nh, Dh_, k, v, kv_stride, r, nr));
+void attn_tile_probs(float *p, const float *q, const float *lse, const float *k,
+                     size_t kv_stride, const AttnTile *tl, int k0, int nk, int Dh) {
+    DISPATCH_DH(Dh, tile_probs(p, q, lse, k, kv_stride, tl, k0, nk, Dh_));
 }
 
-void attn_row_backward_dkv(float *dk, float *dv, const float *k, const float *v,
-                           size_t kv_stride, int lo, int hi, const float *q, const float *dout,
-                           const float *lse, const float *D, int nh, int Dh) {
-    ATTN_DISPATCH_DH(Dh, row_backward_dkv(dk, dv, k, v, kv_stride, lo, hi, q, dout, lse, D, nh, Dh_));
+void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, size_t kv_stride,
+                        int k0, int nk, const float *q, const float *dout, const float *lse,
+                        const float *D, AttnTileIter next, void *ctx, int Dh) {
+    DISPATCH_DH(Dh, keys_backward(dk, dv, k, v, kv_stride, k0, nk, q, dout, lse, D, next, ctx, Dh_));
 }
 
 void attn_rowdot(float *D, const float *dout, const float *o, size_t rows, int Dh) {
@@ -166,21 +373,44 @@ static inline int window_lo(int t, int window) {
     return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
 }
 
+// Rows of grid task `task` with their dense ranges; returns the KV offset of its (b, g).
+static size_t dense_tile(AttnTile *tl, long task, const AttnGrid *gr, int Dh, int window) {
+    int b, g;
+    attn_grid_tile(tl, &b, &g, task, gr);
+    for (int r = 0; r < tl->n; r++) tl->lo[r] = window_lo(tl->t[r], window), tl->hi[r] = tl->t[r] + 1;
+    return ((size_t)b * gr->T * gr->G + g) * Dh;
+}
+
+// Query tiles [t, tend) of group g, all its heads, for one key block of the backward pass.
+typedef struct {
+    int b, g, T, H, rep, window;
+    AttnGrid tg;
+    int t, h0, tend;  // cursor: next tile starts at position t, head h0
+} DenseIter;
+
+static int dense_next(AttnTile *tl, void *ctx) {
+    DenseIter *it = ctx;
+    if (it->t >= it->tend) return 0;
+    attn_tile_rows(tl, it->b, it->T, it->H, it->t, NULL, imin(it->tg.qb, it->tend - it->t),
+                   it->g * it->rep + it->h0, imin(it->tg.hb, it->rep - it->h0));
+    for (int r = 0; r < tl->n; r++)
+        tl->lo[r] = window_lo(tl->t[r], it->window), tl->hi[r] = tl->t[r] + 1;
+    it->h0 += it->tg.hb;
+    if (it->h0 >= it->rep) it->h0 = 0, it->t += it->tg.qb;
+    return 1;
+}
+
 void attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                   int B, int T, int H, int G, int Dh, int window) {
     NSA_ASSERT(B > 0 && T > 0 && G > 0 && H % G == 0 && Dh > 0);
-    const int rep = H / G;
     const size_t ks = (size_t)G * Dh;
-    const long rows = (long)B * T * G;
-    // Row (b, t, g) costs O(t): round-robin rows so each thread gets early and late ones.
-#pragma omp parallel for schedule(static, 1)
-    for (long row = 0; row < rows; row++) {
-        int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-        size_t qoff = ((size_t)(b * T + t) * H + (size_t)g * rep);
-        size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        AttnRange range = {window_lo(t, window), t + 1};
-        attn_row_forward(o + qoff * Dh, lse + qoff, q + qoff * Dh, rep, Dh, k + kvoff, v + kvoff,
-                         ks, &range, 1);
+    const AttnGrid gr = attn_grid(B, T, H, G);
+    const long tasks = attn_grid_tasks(&gr);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < tasks; task++) {
+        AttnTile tl;
+        size_t kvoff = dense_tile(&tl, task, &gr, Dh, window);
+        attn_tile_forward(o, lse, q, k + kvoff, v + kvoff, ks, &tl, NULL, NULL, Dh);
     }
 }
 
@@ -194,38 +424,32 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
     NSA_ASSERT(B > 0 && T > 0 && G > 0 && H % G == 0 && Dh > 0);
     const int rep = H / G;
     const size_t ks = (size_t)G * Dh;
+    const AttnGrid tg = attn_grid(B, T, H, G);
     float *D = work;  // [B, T, H]
     attn_rowdot(D, dout, o, (size_t)B * T * H, Dh);
 
-    const long rows = (long)B * T * G;
-#pragma omp parallel for schedule(static, 1)
-    for (long row = 0; row < rows; row++) {
-        int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-        size_t qoff = ((size_t)(b * T + t) * H + (size_t)g * rep);
-        size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        AttnRange range = {window_lo(t, window), t + 1};
-        attn_row_backward_dq(dq + qoff * Dh, dout + qoff * Dh, q + qoff * Dh, lse + qoff,
-                             D + qoff, rep, Dh, k + kvoff, v + kvoff, ks, &range, 1);
+    const long qtasks = attn_grid_tasks(&tg);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < qtasks; task++) {
+        AttnTile tl;
+        size_t kvoff = dense_tile(&tl, task, &tg, Dh, window);
+        attn_tile_backward_dq(dq, dout, q, lse, D, k + kvoff, v + kvoff, ks, &tl, NULL, NULL, Dh);
     }
 
-    // Key-parallel pass: task (b, g, key block) owns dk/dv rows of its keys and visits the
-    // queries that see them in ascending order, so the summation order is fixed.
-    const int nkb = (T + ATTN_KEY_BLOCK - 1) / ATTN_KEY_BLOCK;
-    const long tasks = (long)B * G * nkb;
-#pragma omp parallel for schedule(static, 1)
-    for (long task = 0; task < tasks; task++) {
-        int kb = (int)(task % nkb), g = (int)(task / nkb % G), b = (int)(task / nkb / G);
-        int klo = kb * ATTN_KEY_BLOCK, khi = klo + ATTN_KEY_BLOCK < T ? klo + ATTN_KEY_BLOCK : T;
-        int tmax = T - 1;
-        if (window > 0 && khi - 1 + window - 1 < tmax) tmax = khi - 1 + window - 1;
+    // Key-parallel pass: task (key block, b, g) owns dk/dv rows of its keys and visits the
+    // query tiles that see them in ascending order, so the summation order is fixed. Early
+    // key blocks have the most queries: they go first.
+    const int nkb = (T + L - 1) / L;
+    const long ktasks = (long)B * G * nkb;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < ktasks; task++) {
+        int kb = (int)(task / ((long)B * G)), g = (int)(task % G), b = (int)(task / G % B);
+        int k0 = kb * L, nk = imin(L, T - k0);
+        DenseIter it = {.b = b, .g = g, .T = T, .H = H, .rep = rep, .window = window, .tg = tg,
+                        .t = k0, .h0 = 0,
+                        .tend = window > 0 ? imin(T, k0 + nk - 1 + window) : T};
         size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        for (int t = klo; t <= tmax; t++) {
-            int lo = window_lo(t, window) > klo ? window_lo(t, window) : klo;
-            int hi = t + 1 < khi ? t + 1 : khi;
-            if (lo >= hi) continue;
-            size_t qoff = ((size_t)(b * T + t) * H + (size_t)g * rep);
-            attn_row_backward_dkv(dk + kvoff, dv + kvoff, k + kvoff, v + kvoff, ks, lo, hi,
-                                  q + qoff * Dh, dout + qoff * Dh, lse + qoff, D + qoff, rep, Dh);
-        }
+        attn_keys_backward(dk + kvoff, dv + kvoff, k + kvoff, v + kvoff, ks, k0, nk, q, dout, lse,
+                           D, dense_next, &it, Dh);
     }
 }

@@ -1,5 +1,5 @@
 // attention.h: causal / sliding-window flash attention (forward, backward) and the
-// row-level building blocks (one query position against ranges of keys) that nsa.c reuses.
+// query-tile kernels it is built from, which the NSA branches in nsa.c reuse.
 #ifndef NSA_ATTENTION_H
 #define NSA_ATTENTION_H
 
@@ -22,45 +22,89 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
                    const float *k, const float *v, const float *o, const float *lse,
                    void *work, int B, int T, int H, int G, int Dh, int window);
 
-// ---- Building blocks (serial; callers parallelise over rows they own) ----
-// A row is one query position with nh query heads that share one KV head: q, o, dq, dout
-// point at nh contiguous head vectors of Dh floats, lse and D at nh floats. Key s of the
-// shared head lives at k + s * kv_stride (same for v).
+// ---- Building blocks (serial; callers parallelise over what they own) ----
+// Key s of the KV head in use lives at k + s * kv_stride (v, dk, dv alike). Each call keeps
+// a few [Dh][64] float blocks on its thread's stack: ~1.3 KB per unit of Dh (330 KB at
+// Dh = 256, the most nsa_shape_check allows).
+//
+// A query tile is up to ATTN_ROWS head vectors (query position, head) sharing one KV head.
+// The kernels keep 64 independent lanes (the rows of a query tile, or the keys of a key
+// block) in vector registers and broadcast the other operand one element at a time: no
+// horizontal sums, every FMA full width. Keys are visited in chunks of <= ATTN_KEYS.
+#define ATTN_ROWS 64
+#define ATTN_KEYS 64
 typedef struct {
-    int lo, hi;  // keys [lo, hi)
-} AttnRange;
+    int n;                             // rows in use
+    size_t off[ATTN_ROWS];             // row r is head vector off[r]: q + off[r]*Dh, lse + off[r]
+    int t[ATTN_ROWS];                  // its query position
+    int lo[ATTN_ROWS], hi[ATTN_ROWS];  // keys [lo, hi) visible to row r (where ranges are used)
+} AttnTile;
 
-// Online-softmax forward over the keys of r[0..nr) (in that order). No key at all gives
-// o = 0 and lse = -INFINITY.
-void attn_row_forward(float *o, float *lse, const float *q, int nh, int Dh, const float *k,
-                      const float *v, size_t kv_stride, const AttnRange *r, int nr);
-// dq += Σ_s ds_s k_s / sqrt(Dh) with p = exp(score - lse), ds = p (dout·v_s - D).
-// Heads with lse = -INFINITY (saw no key) are skipped.
-void attn_row_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
-                          const float *D, int nh, int Dh, const float *k, const float *v,
-                          size_t kv_stride, const AttnRange *r, int nr);
-// The key side of one row: for keys s in [lo, hi), dv_s += p dout and dk_s += ds q / sqrt(Dh),
-// heads in order. dk and dv use the same kv_stride as k and v.
-void attn_row_backward_dkv(float *dk, float *dv, const float *k, const float *v,
-                           size_t kv_stride, int lo, int hi, const float *q, const float *dout,
-                           const float *lse, const float *D, int nh, int Dh);
+// Query tiles: qb consecutive positions times hb heads of one KV group, row r = position
+// r / hb, head h0 + r % hb. Tasks are numbered costliest first for causal attention (last
+// position block first) so that schedule(dynamic) balances them; any schedule gives the same
+// bits, since every task computes its own rows in a fixed order.
+typedef struct {
+    int B, T, H, G;
+    int hb, nhc, qb, nqb;  // heads per tile, head chunks, positions per tile, position blocks
+} AttnGrid;
+AttnGrid attn_grid(int B, int T, int H, int G);
+long attn_grid_tasks(const AttnGrid *gr);
+// Rows of task `task` (no ranges); sets *b and *g.
+void attn_grid_tile(AttnTile *tl, int *b, int *g, long task, const AttnGrid *gr);
+// Rows (t, h) for the nt positions t = tlist ? tlist[i] : t0 + i and heads [h0, h0 + nh) of
+// batch b, row r = i * nh + (h - h0); nt * nh <= ATTN_ROWS. No ranges.
+void attn_tile_rows(AttnTile *tl, int b, int T, int H, int t0, const int32_t *tlist, int nt,
+                    int h0, int nh);
+
+// Key chunks of a query tile, in visiting order: each call yields keys [*k0, *k0 + *nk),
+// 0 < nk <= ATTN_KEYS, and for every row r < tl->n the part [lo[r], hi[r]) of them that
+// row sees (lo >= hi: none); returns 0 when no chunk is left. NULL instead of an iterator
+// means the rows' own ranges tl->lo, tl->hi, walked in steps over their union.
+typedef int (*AttnChunkIter)(void *ctx, int *k0, int *nk, int *lo, int *hi);
+
+// Online-softmax forward of every row over its keys. A row with no key gets o = 0 and
+// lse = -INFINITY.
+void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
+                       size_t kv_stride, const AttnTile *tl, AttnChunkIter next, void *ctx,
+                       int Dh);
+// dq += Σ_s ds_s k_s / sqrt(Dh), p = exp(score - lse), ds = p (dout·v_s - D), per row, over
+// the same keys as the forward.
+void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
+                           const float *D, const float *k, const float *v, size_t kv_stride,
+                           const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh);
+// Key side for keys [k0, k0 + nk), nk <= ATTN_KEYS: dv_s += Σ p dout, dk_s += Σ ds q / sqrt(Dh)
+// over the rows of the query tiles that next() yields (it fills *tl, ranges included, and
+// returns 1, or returns 0 when done), summed in that order, then added to dk, dv once.
+typedef int (*AttnTileIter)(AttnTile *tl, void *ctx);
+void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, size_t kv_stride,
+                        int k0, int nk, const float *q, const float *dout, const float *lse,
+                        const float *D, AttnTileIter next, void *ctx, int Dh);
+
+// p[j][r] = exp(q_r·k_j / sqrt(Dh) - lse[r]) for keys [k0, k0 + nk), nk <= ATTN_KEYS, with
+// 0 where key k0 + j is outside row r's range [tl->lo[r], tl->hi[r]); p is [nk][ATTN_ROWS]
+// (rows past tl->n are 0). Recomputes a softmax's probabilities from its saved lse.
+void attn_tile_probs(float *p, const float *q, const float *lse, const float *k,
+                     size_t kv_stride, const AttnTile *tl, int k0, int nk, int Dh);
+
 // D[r] = dout_r · o_r for `rows` rows of Dh floats (the softmax backward's row term).
 void attn_rowdot(float *D, const float *dout, const float *o, size_t rows, int Dh);
 
 // exp(x) to ~2 ulp in plain C that gcc vectorises (libm's expf is a scalar call in the
 // hot loops); Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial in r, times 2^n.
-// Returns 0 below -87 (so exp(-INFINITY) = 0) and saturates above 88.
+// n is rounded by adding and subtracting 1.5 * 2^23 (floorf does not vectorise without
+// -ffast-math). Returns 0 below -87 (so exp(-INFINITY) = 0) and saturates above 88.
 static inline float attn_expf(float x) {
     float xc = x > 88.0f ? 88.0f : (x < -87.0f ? -87.0f : x);
-    float n = floorf(xc * 1.44269504088896341f + 0.5f);
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = fmaf(n, 2.12194440e-4f, fmaf(n, -0.693359375f, xc));
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p * r, r, r) + 1.0f;
     int32_t bits = ((int32_t)n + 127) << 23;
     float pow2n;
     memcpy(&pow2n, &bits, sizeof pow2n);

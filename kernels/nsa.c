@@ -9,14 +9,13 @@
 #include "kernels/common.h"
 
 // Compressed keys per task of the compressed branch's key-parallel backward pass.
-#define NSA_CMP_KEY_BLOCK 16
-// nsa_select works on rows (b, t, g) with per-row scratch of Nc + Ns floats. The work
-// buffer holds a fixed number of scratch slots, row r using slot r % NSA_SELECT_SLOTS, so
-// its size does not depend on the thread count (at most this many threads take part).
-#define NSA_SELECT_SLOTS 64
+#define NSA_CMP_KEY_BLOCK ATTN_KEYS
+// nsa_select's work buffer holds a fixed number of scratch slots, task i using slot
+// i % NSA_SELECT_SLOTS, so its size does not depend on the thread count (at most this many
+// threads take part).
+#define NSA_SELECT_SLOTS 32
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
-static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 int nsa_n_cmp(const NsaShape *s) {
@@ -29,6 +28,11 @@ int nsa_shape_check(const NsaShape *s) {
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->G < 1 || s->Dh < 1) {
         nsa_error("attention sizes must be positive (B %d, T %d, n_heads %d, n_kv_heads %d, "
                   "head_dim %d)", s->B, s->T, s->H, s->G, s->Dh);
+        return NSA_ERR;
+    }
+    if (s->Dh > NSA_MAX_HEAD_DIM) {
+        nsa_error("head_dim %d is larger than the attention kernels support (%d)", s->Dh,
+                  NSA_MAX_HEAD_DIM);
         return NSA_ERR;
     }
     if (s->H % s->G != 0) {
@@ -150,20 +154,55 @@ void nsa_cmp_mean_backward(float *dx, const float *dout, const NsaShape *s) {
 
 // ---- Compressed attention ----
 
+// Rows of grid task `task` with the compressed blocks each sees; returns the KV offset of
+// its (b, g).
+static size_t cmp_tile(AttnTile *tl, long task, const AttnGrid *gr, const NsaShape *s) {
+    const int Nc = nsa_n_cmp(s);
+    int b, g;
+    attn_grid_tile(tl, &b, &g, task, gr);
+    for (int r = 0; r < tl->n; r++) tl->lo[r] = 0, tl->hi[r] = cmp_visible(s, Nc, tl->t[r]);
+    return ((size_t)b * Nc * s->G + g) * s->Dh;
+}
+
+// Query tiles for one key block of a backward pass: positions [t, tend) (or list[t..tend)
+// when list is set: the selected branch's inverse index) times the group's heads in chunks
+// of hb. Ranges: compressed blocks visible to t, or with list set the tokens of the
+// selection block [blo, bhi) up to t.
+typedef struct {
+    const NsaShape *s;
+    int b, g, hb, qb;
+    int t, h0, tend;  // cursor
+    const int32_t *list;
+    int blo, bhi;
+} QueryIter;
+
+static int query_next(AttnTile *tl, void *ctx) {
+    QueryIter *it = ctx;
+    const NsaShape *s = it->s;
+    const int rep = s->H / s->G;
+    if (it->t >= it->tend) return 0;
+    int nt = imin(it->qb, it->tend - it->t);
+    attn_tile_rows(tl, it->b, s->T, s->H, it->t, it->list ? it->list + it->t : NULL, nt,
+                   it->g * rep + it->h0, imin(it->hb, rep - it->h0));
+    for (int r = 0; r < tl->n; r++) {
+        if (it->list) tl->lo[r] = it->blo, tl->hi[r] = imin(it->bhi, tl->t[r] + 1);
+        else tl->lo[r] = 0, tl->hi[r] = cmp_visible(s, nsa_n_cmp(s), tl->t[r]);
+    }
+    it->h0 += it->hb;
+    if (it->h0 >= rep) it->h0 = 0, it->t += nt;
+    return 1;
+}
+
 void nsa_cmp_attn_forward(float *o, float *lse, const float *q, const float *kc,
                           const float *vc, const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G;
-    const int Nc = nsa_n_cmp(s);
-    const size_t ks = (size_t)G * Dh;
-    const long rows = (long)s->B * T * G;
-#pragma omp parallel for schedule(static, 1)
-    for (long row = 0; row < rows; row++) {
-        int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-        size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-        size_t kvoff = (size_t)b * Nc * ks + (size_t)g * Dh;
-        AttnRange range = {0, cmp_visible(s, Nc, t)};
-        attn_row_forward(o + qoff * Dh, lse + qoff, q + qoff * Dh, rep, Dh, kc + kvoff,
-                         vc + kvoff, ks, &range, 1);
+    const size_t ks = (size_t)s->G * s->Dh;
+    const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
+    const long tasks = attn_grid_tasks(&gr);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < tasks; task++) {
+        AttnTile tl;
+        size_t kvoff = cmp_tile(&tl, task, &gr, s);
+        attn_tile_forward(o, lse, q, kc + kvoff, vc + kvoff, ks, &tl, NULL, NULL, s->Dh);
     }
 }
 
@@ -174,68 +213,53 @@ size_t nsa_cmp_attn_backward_work_bytes(const NsaShape *s) {
 void nsa_cmp_attn_backward(float *dq, float *dkc, float *dvc, const float *dout, const float *q,
                            const float *kc, const float *vc, const float *o, const float *lse,
                            void *work, const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G;
+    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh;
     const int Nc = nsa_n_cmp(s);
     const size_t ks = (size_t)G * Dh;
+    const AttnGrid cg = attn_grid(s->B, T, H, G);
     float *D = work;  // [B, T, H]
     attn_rowdot(D, dout, o, (size_t)s->B * T * H, Dh);
 
-    const long rows = (long)s->B * T * G;
-#pragma omp parallel for schedule(static, 1)
-    for (long row = 0; row < rows; row++) {
-        int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-        size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-        size_t kvoff = (size_t)b * Nc * ks + (size_t)g * Dh;
-        AttnRange range = {0, cmp_visible(s, Nc, t)};
-        attn_row_backward_dq(dq + qoff * Dh, dout + qoff * Dh, q + qoff * Dh, lse + qoff,
-                             D + qoff, rep, Dh, kc + kvoff, vc + kvoff, ks, &range, 1);
+    const long qtasks = attn_grid_tasks(&cg);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < qtasks; task++) {
+        AttnTile tl;
+        size_t kvoff = cmp_tile(&tl, task, &cg, s);
+        attn_tile_backward_dq(dq, dout, q, lse, D, kc + kvoff, vc + kvoff, ks, &tl, NULL, NULL, Dh);
     }
 
-    // Key-parallel: task (b, g, block of compressed keys) owns those dkc/dvc rows and visits
-    // the queries that see them (t >= i*d + l - 1) in ascending order.
+    // Key-parallel: task (block of compressed keys, b, g) owns those dkc/dvc rows and visits
+    // the queries that see them (t >= i*d + l - 1) in ascending order; costliest first.
     const int nkb = (Nc + NSA_CMP_KEY_BLOCK - 1) / NSA_CMP_KEY_BLOCK;
-    const long tasks = (long)s->B * G * nkb;
-#pragma omp parallel for schedule(static, 1)
-    for (long task = 0; task < tasks; task++) {
-        int kb = (int)(task % nkb), g = (int)(task / nkb % G), b = (int)(task / nkb / G);
-        int ilo = kb * NSA_CMP_KEY_BLOCK, ihi = imin(Nc, ilo + NSA_CMP_KEY_BLOCK);
-        size_t kvoff = (size_t)b * Nc * ks + (size_t)g * Dh;
-        for (int t = ilo * s->cmp_stride + s->cmp_block - 1; t < T; t++) {
-            int hi = imin(ihi, cmp_visible(s, Nc, t));
-            size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-            attn_row_backward_dkv(dkc + kvoff, dvc + kvoff, kc + kvoff, vc + kvoff, ks, ilo, hi,
-                                  q + qoff * Dh, dout + qoff * Dh, lse + qoff, D + qoff, rep, Dh);
-        }
+    const long ktasks = (long)s->B * G * nkb;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < ktasks; task++) {
+        int kb = (int)(task / ((long)s->B * G)), g = (int)(task % G), b = (int)(task / G % s->B);
+        int k0 = kb * NSA_CMP_KEY_BLOCK, nk = imin(NSA_CMP_KEY_BLOCK, Nc - k0);
+        QueryIter it = {.s = s, .b = b, .g = g, .hb = cg.hb, .qb = cg.qb, .h0 = 0,
+                        .t = k0 * s->cmp_stride + s->cmp_block - 1, .tend = T, .list = NULL};
+        size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
+        attn_keys_backward(dkc + kvoff, dvc + kvoff, kc + kvoff, vc + kvoff, ks, k0, nk, q, dout,
+                           lse, D, query_next, &it, Dh);
     }
 }
 
 // ---- Block selection ----
 
+// Tasks are (b, g, block of qb positions); task i uses scratch slot i % NSA_SELECT_SLOTS:
+// pg [qb][Nc] (p_cmp summed over the group's heads) and ps [Ns] (block scores).
 size_t nsa_select_work_bytes(const NsaShape *s) {
-    return (size_t)NSA_SELECT_SLOTS * (size_t)(nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
+    const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
+    return (size_t)NSA_SELECT_SLOTS * ((size_t)gr.qb * nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
 }
 
-// Selection of one row (b, t, g): pg [Nc] and ps [Ns] are scratch.
-static void select_row(int32_t *out, const float *q, const float *kc, size_t ks,
-                       const float *lse, float *pg, float *ps, int t, int rep,
-                       const NsaShape *s) {
-    const int Dh = s->Dh, n = s->slc_topn, lp = s->slc_block;
-    const int Nc = nsa_n_cmp(s), nvis = cmp_visible(s, Nc, t);
-    const float scale = 1.0f / sqrtf((float)Dh);
-    // Eq. 10 sums Eq. 9 over the group's heads; both are linear in p_cmp, so sum the heads
-    // first: pg[c] = Σ_h p_cmp[h][c] over the visible compressed blocks.
-    for (int c = 0; c < nvis; c++) {
-        const float *kr = kc + (size_t)c * ks;
-        float acc = 0.0f;
-        for (int h = 0; h < rep; h++) {
-            float sc = 0.0f;
-#pragma omp simd reduction(+ : sc)
-            for (int e = 0; e < Dh; e++) sc += q[h * Dh + e] * kr[e];
-            acc += attn_expf(sc * scale - lse[h]);
-        }
-        pg[c] = acc;
-    }
-    // Eq. 9: selection block j gathers the compressed blocks that overlap it.
+// Top-n selection of position t from pg [Nc], the group's summed p_cmp; ps [Ns] is scratch.
+static void select_from_scores(int32_t *out, const float *pg, float *ps, int t,
+                               const NsaShape *s) {
+    const int n = s->slc_topn, lp = s->slc_block;
+    const int nvis = cmp_visible(s, nsa_n_cmp(s), t);
+    // Eq. 9: selection block j gathers the compressed blocks that overlap it. (Eq. 10 sums
+    // Eq. 9 over the group's heads; both are linear in p_cmp, so pg already holds that sum.)
     const int a = lp / s->cmp_stride, bq = s->cmp_block / s->cmp_stride;
     const int jt = t / lp, ncand = jt + 1;
     for (int j = 0; j < ncand; j++) {
@@ -266,10 +290,12 @@ static void select_row(int32_t *out, const float *q, const float *kc, size_t ks,
         int best = -1;
         for (int j = 0; j < ncand; j++)
             if (ps[j] >= 0.0f && (best < 0 || ps[j] > ps[best])) best = j;  // ties: lower j
+        if (best < 0) break;  // only NaN scores left (non-finite inputs): pad
         out[cnt++] = best;
         ps[best] = -1.0f;
     }
-    for (int i = 1; i < n; i++)  // insertion sort, n is small
+    for (int i = cnt; i < n; i++) out[i] = -1;
+    for (int i = 1; i < cnt; i++)  // insertion sort, n is small
         for (int k = i; k > 0 && out[k - 1] > out[k]; k--) {
             int32_t tmp = out[k];
             out[k] = out[k - 1];
@@ -282,51 +308,112 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
     const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
     const int Nc = nsa_n_cmp(s), Ns = nsa_n_slc(s);
     const size_t ks = (size_t)G * Dh;
-    const long rows = (long)s->B * T * G;
-    float *scratch = work;
+    const AttnGrid gr = attn_grid(s->B, T, H, G);
+    const long tasks = (long)s->B * G * gr.nqb;
 #pragma omp parallel for schedule(static, 1)
     for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
-        float *pg = scratch + (size_t)slot * (Nc + Ns), *ps = pg + Nc;
-        for (long row = slot; row < rows; row += NSA_SELECT_SLOTS) {
-            int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-            size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-            select_row(idx + (size_t)row * n, q + qoff * Dh, kc + (size_t)b * Nc * ks + (size_t)g * Dh,
-                       ks, lse + qoff, pg, ps, t, rep, s);
+        float *pg = (float *)work + (size_t)slot * ((size_t)gr.qb * Nc + Ns);
+        float *ps = pg + (size_t)gr.qb * Nc;
+        float P[ATTN_KEYS * ATTN_ROWS];
+        for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
+            int qbi = (int)(task % gr.nqb), g = (int)(task / gr.nqb % G);
+            int b = (int)(task / gr.nqb / G), t0 = qbi * gr.qb, nt = imin(gr.qb, T - t0);
+            const int nvis = cmp_visible(s, Nc, t0 + nt - 1);
+            const float *kcg = kc + ((size_t)b * Nc * G + g) * Dh;
+            for (int i = 0; i < nt * Nc; i++) pg[i] = 0.0f;
+            // p_cmp of the tile's rows chunk by chunk, summed over heads in head order.
+            for (int h0 = 0; h0 < rep; h0 += gr.hb) {
+                const int hb = imin(gr.hb, rep - h0);
+                AttnTile tl;
+                attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
+                for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = cmp_visible(s, Nc, tl.t[r]);
+                for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
+                    const int nk = imin(ATTN_KEYS, nvis - c0);
+                    attn_tile_probs(P, q, lse, kcg, ks, &tl, c0, nk, Dh);
+                    for (int j = 0; j < nk; j++)
+                        for (int r = 0; r < tl.n; r++) pg[(r / hb) * Nc + c0 + j] += P[j * ATTN_ROWS + r];
+                }
+            }
+            for (int i = 0; i < nt; i++)
+                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc,
+                                   ps, t0 + i, s);
         }
     }
 }
 
 // ---- Selected attention (safe packing) ----
 
-// Key ranges of row idx[0..n): block j covers [j*l', (j+1)*l') cut at t; adjacent blocks merge.
-static int slc_ranges(AttnRange *r, const int32_t *sel, int t, const NsaShape *s) {
-    int nr = 0;
-    for (int i = 0; i < s->slc_topn; i++) {
-        int j = sel[i];
-        if (j < 0) continue;
-        NSA_ASSERT(j < nsa_n_slc(s));
-        int lo = j * s->slc_block, hi = imin(lo + s->slc_block, t + 1);
-        if (lo >= hi) continue;
-        if (nr > 0 && r[nr - 1].hi == lo) r[nr - 1].hi = hi;
-        else r[nr++] = (AttnRange){lo, hi};
+// Key chunks of a selected-branch query tile: the union of the blocks its positions
+// selected, ascending, each cut into chunks of <= ATTN_KEYS keys; a row sees a chunk's keys
+// up to its position if its own selection holds the block. Tiles of consecutive positions
+// share most blocks (the forced ones always), so the union stays near n blocks; even when
+// they share nothing it is <= qb * n blocks, never the whole prefix.
+typedef struct {
+    const NsaShape *s;
+    const AttnTile *tl;
+    const int32_t *sel[ATTN_ROWS];  // row r's selection [n]
+    int cur[ATTN_ROWS];             // row r's cursor into it
+    const int32_t *u;               // union of the tile's blocks, ascending
+    int nu, ui, k0;                 // union size; current block and next key in it
+} SlcChunks;
+
+static int slc_chunks_next(void *ctx, int *k0, int *nk, int *lo, int *hi) {
+    SlcChunks *c = ctx;
+    const int lp = c->s->slc_block, n = c->s->slc_topn;
+    if (c->ui < c->nu && c->k0 >= imin((c->u[c->ui] + 1) * lp, c->s->T))
+        if (++c->ui < c->nu) c->k0 = c->u[c->ui] * lp;
+    if (c->ui >= c->nu) return 0;
+    const int j = c->u[c->ui], bhi = imin((j + 1) * lp, c->s->T);
+    *k0 = c->k0, *nk = imin(ATTN_KEYS, bhi - c->k0);
+    for (int r = 0; r < c->tl->n; r++) {
+        const int32_t *sel = c->sel[r];
+        while (c->cur[r] < n && sel[c->cur[r]] >= 0 && sel[c->cur[r]] < j) c->cur[r]++;
+        int mine = c->cur[r] < n && sel[c->cur[r]] == j;
+        lo[r] = *k0, hi[r] = mine ? imin(*k0 + *nk, c->tl->t[r] + 1) : *k0;
     }
-    return nr;
+    c->k0 += *nk;
+    return 1;
+}
+
+// Sets up the chunks of tile tl (batch b, group g); u holds room for qb * n block ids.
+static void slc_chunks_init(SlcChunks *c, int32_t *u, const AttnTile *tl, const int32_t *idx,
+                            int b, int g, const NsaShape *s) {
+    const int n = s->slc_topn, Ns = nsa_n_slc(s);
+    c->s = s, c->tl = tl, c->u = u, c->nu = 0, c->ui = 0;
+    for (int r = 0; r < tl->n; r++) {
+        c->sel[r] = idx + (((size_t)b * s->T + tl->t[r]) * s->G + g) * n;
+        c->cur[r] = 0;
+        if (r > 0 && tl->t[r] == tl->t[r - 1]) continue;  // same position, same selection
+        for (int i = 0; i < n; i++) {  // insert into the sorted union, skipping duplicates
+            int j = c->sel[r][i], pos = c->nu;
+            if (j < 0 || j * s->slc_block > tl->t[r]) continue;
+            NSA_ASSERT(j < Ns);
+            while (pos > 0 && u[pos - 1] > j) pos--;
+            if (pos > 0 && u[pos - 1] == j) continue;
+            memmove(u + pos + 1, u + pos, (size_t)(c->nu - pos) * sizeof *u);
+            u[pos] = j;
+            c->nu++;
+        }
+    }
+    c->k0 = c->nu > 0 ? u[0] * s->slc_block : 0;
 }
 
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
+    const int T = s->T, G = s->G, Dh = s->Dh;
     const size_t ks = (size_t)G * Dh;
-    const long rows = (long)s->B * T * G;
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < rows; row++) {
-        int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-        size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-        size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        AttnRange r[n];
-        int nr = slc_ranges(r, idx + (size_t)row * n, t, s);
-        attn_row_forward(o + qoff * Dh, lse + qoff, q + qoff * Dh, rep, Dh, k + kvoff, v + kvoff,
-                         ks, r, nr);
+    const AttnGrid gr = attn_grid(s->B, T, s->H, G);
+    const long tasks = attn_grid_tasks(&gr);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < tasks; task++) {
+        AttnTile tl;
+        SlcChunks c;
+        int b, g;
+        int32_t u[gr.qb * s->slc_topn];
+        attn_grid_tile(&tl, &b, &g, task, &gr);
+        slc_chunks_init(&c, u, &tl, idx, b, g, s);
+        size_t kvoff = ((size_t)b * T * G + g) * Dh;
+        attn_tile_forward(o, lse, q, k + kvoff, v + kvoff, ks, &tl, slc_chunks_next, &c, Dh);
     }
 }
 
@@ -344,7 +431,7 @@ size_t nsa_slc_attn_backward_work_bytes(const NsaShape *s) {
 void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *o, const float *lse,
                            const int32_t *idx, void *work, const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
+    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, n = s->slc_topn;
     const int lp = s->slc_block, Ns = nsa_n_slc(s);
     const size_t ks = (size_t)G * Dh;
     float *D = work;
@@ -352,16 +439,19 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
     int32_t *ents = (int32_t *)((char *)work + slc_ent_bytes(s));
     attn_rowdot(D, dout, o, (size_t)s->B * T * H, Dh);
 
-    const long rows = (long)s->B * T * G;
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < rows; row++) {
-        int g = (int)(row % G), t = (int)(row / G % T), b = (int)(row / G / T);
-        size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-        size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        AttnRange r[n];
-        int nr = slc_ranges(r, idx + (size_t)row * n, t, s);
-        attn_row_backward_dq(dq + qoff * Dh, dout + qoff * Dh, q + qoff * Dh, lse + qoff,
-                             D + qoff, rep, Dh, k + kvoff, v + kvoff, ks, r, nr);
+    const AttnGrid gr = attn_grid(s->B, T, H, G);
+    const long qtasks = attn_grid_tasks(&gr);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < qtasks; task++) {
+        AttnTile tl;
+        SlcChunks c;
+        int b, g;
+        int32_t u[gr.qb * n];
+        attn_grid_tile(&tl, &b, &g, task, &gr);
+        slc_chunks_init(&c, u, &tl, idx, b, g, s);
+        size_t kvoff = ((size_t)b * T * G + g) * Dh;
+        attn_tile_backward_dq(dq, dout, q, lse, D, k + kvoff, v + kvoff, ks, &tl, slc_chunks_next,
+                              &c, Dh);
     }
 
     // Inverse index per (b, g): count, prefix-sum, fill in ascending t (off[j] is the fill
@@ -389,20 +479,23 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
         off[0] = 0;
     }
 
-    // Key-parallel: task (b, g, j) owns dk/dv rows of block j of KV head g.
+    // Key-parallel: task (j, b, g) owns dk/dv rows of block j of KV head g; its queries come
+    // from the inverse index in ascending t, in tiles of qb positions times the group's heads.
+    // Early blocks are selected most (block 0 by every query): they go first.
+    const int hb = gr.hb, qb = gr.qb;
     const long tasks = (long)s->B * G * Ns;
-#pragma omp parallel for schedule(static, 1)
+#pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < tasks; task++) {
-        int j = (int)(task % Ns), bg = (int)(task / Ns), b = bg / G, g = bg % G;
+        int j = (int)(task / ((long)s->B * G)), bg = (int)(task % ((long)s->B * G));
+        int b = bg / G, g = bg % G;
         const int32_t *off = offs + (size_t)bg * (Ns + 1), *ent = ents + (size_t)bg * T * n;
         size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        int lo = j * lp;
-        for (int e = off[j]; e < off[j + 1]; e++) {
-            int t = ent[e];
-            int hi = imin(lo + lp, t + 1);
-            size_t qoff = (size_t)(b * T + t) * H + (size_t)g * rep;
-            attn_row_backward_dkv(dk + kvoff, dv + kvoff, k + kvoff, v + kvoff, ks, lo, hi,
-                                  q + qoff * Dh, dout + qoff * Dh, lse + qoff, D + qoff, rep, Dh);
+        const int blo = j * lp, bhi = imin(blo + lp, T);
+        for (int k0 = blo; k0 < bhi; k0 += ATTN_KEYS) {
+            QueryIter it = {.s = s, .b = b, .g = g, .hb = hb, .qb = qb, .h0 = 0, .t = off[j],
+                            .tend = off[j + 1], .list = ent, .blo = blo, .bhi = bhi};
+            attn_keys_backward(dk + kvoff, dv + kvoff, k + kvoff, v + kvoff, ks, k0,
+                               imin(ATTN_KEYS, bhi - k0), q, dout, lse, D, query_next, &it, Dh);
         }
     }
 }

@@ -15,17 +15,21 @@ typedef struct {
     int window;                 // w
 } NsaShape;
 
+// The tile kernels keep [Dh][64] float blocks on the stack (~1.3 KB per unit of Dh).
+#define NSA_MAX_HEAD_DIM 256
+
 int nsa_n_cmp(const NsaShape *s);  // compressed blocks: T >= l ? (T - l) / d + 1 : 0
 int nsa_n_slc(const NsaShape *s);  // selection blocks: ceil(T / l')
-// Validates sizes, l, d, l', n, w and the divisibility rules; returns 0, or -1 after one
-// line on stderr (nsa_error), e.g. "cmp_stride 6 must divide cmp_block 16".
+// Validates sizes (head_dim <= NSA_MAX_HEAD_DIM), l, d, l', n, w and the divisibility
+// rules; returns 0, or -1 after one line on stderr (nsa_error), e.g. "cmp_stride 6 must
+// divide cmp_block 16".
 int nsa_shape_check(const NsaShape *s);
 
 // ---- Compression input ----
 // blocks [B, Nc, G, l*Dh]: blocks[b,i,g, j*Dh+e] = x[b, i*d+j, g, e] + (pe ? pe[j*Dh+e] : 0);
 // x [B, T, G, Dh]; pe [l, Dh] may be NULL.
 void nsa_cmp_gather_forward(float *blocks, const float *x, const float *pe, const NsaShape *s);
-// dx += scatter of dblocks; dpe (NULL ok) += dblocks summed over b, i, g.
+// dx += scatter of dblocks (token-parallel); dpe (NULL ok) += dblocks summed over b, i, g.
 void nsa_cmp_gather_backward(float *dx, float *dpe, const float *dblocks, const NsaShape *s);
 // cmp_fn=mean: out [B, Nc, G, Dh] = mean of the l tokens of block i.
 void nsa_cmp_mean_forward(float *out, const float *x, const NsaShape *s);
@@ -49,11 +53,16 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                 const NsaShape *s);
 
 // ---- Selected attention ----
-// Query (b,t,h) attends to the tokens of blocks idx[b,t,h/(H/G),:] with position <= t.
-// Safe packing: K/V are read in place through the index, never copied per query.
+// Query (b,t,h) attends to the tokens of blocks idx[b,t,h/(H/G),:] (ascending, -1 padding)
+// with position <= t. Safe packing: K/V are read in place through the index, never copied
+// per query. Forward and dQ run on query tiles (16 consecutive positions x 4 heads for
+// H/G = 4) over the union of the tile's selected blocks, each row masked to its own blocks;
+// the cost per tile is that union (<= min(t/l' + 1, positions * n) blocks), ~n blocks when
+// neighbouring queries select alike, all candidates when they share nothing.
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s);
 size_t nsa_slc_attn_backward_work_bytes(const NsaShape *s);
+// Work O(B*T*(H + G*n)), independent of l' and Dh.
 // dq query-parallel; dk/dv per KV block (b, g, j) from an inverse (CSR) index built in
 // `work`: the queries that selected j, ascending. Each (b, g, j) has one owner thread.
 void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,

@@ -208,6 +208,8 @@ int config_validate(Config *c) {
          (long long)c->n_layers, CFG_MAX_LAYERS);
     RULE(c->n_heads % c->n_kv_heads == 0, "n_heads %lld must be a multiple of n_kv_heads %lld",
          (long long)c->n_heads, (long long)c->n_kv_heads);
+    RULE(c->head_dim <= 256, "head_dim %lld must be <= 256 (attention kernels keep per-row state on the stack)",
+         (long long)c->head_dim);
     RULE(c->head_dim % 2 == 0, "head_dim %lld must be even (RoPE rotates pairs)", (long long)c->head_dim);
     RULE(c->seq_len >= 1, "seq_len must be positive");
     int is_nsa[CFG_MAX_LAYERS];

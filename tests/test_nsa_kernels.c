@@ -154,9 +154,10 @@ static void ref_row(double *o, double *lse, double *dq, double *dk, double *dv,
     free(p);
 }
 
-// Float32 vs double: 2e-5 of the scale forward, 1e-4 backward (see test_attention.c).
-#define FWD_TOL 2e-5
-#define BWD_TOL 1e-4
+// Float32 vs double: 1e-5 of the scale forward, 2e-5 backward (reasons in test_attention.c;
+// observed here <= 2.5e-7 and <= 1e-6).
+#define FWD_TOL 1e-5
+#define BWD_TOL 2e-5
 
 static void check_cmp_case(NsaShape s, uint64_t seed) {
     const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, rep = H / G, Nc = nsa_n_cmp(&s);
@@ -463,6 +464,8 @@ Test(nsa_kernels, slc_attention_index_vs_ref_and_double) {
     check_slc_case(shape(1, 130, 2, 1, 32, 16, 8, 8, 5), 42, 0);   // l' = 8: blocks merge
     check_slc_case(shape(1, 200, 4, 4, 24, 16, 8, 64, 2), 43, 0);  // l' = tile, generic Dh
     check_slc_case(shape(1, 1, 2, 1, 16, 16, 8, 16, 3), 44, 0);    // T = 1
+    check_slc_case(shape(1, 300, 2, 1, 16, 16, 8, 128, 3), 46, 0); // l' = 128: 2 chunks/block
+    check_slc_case(shape(1, 90, 4, 2, 5, 16, 8, 16, 3), 47, 0);    // odd head size
     check_slc_case(shape(2, 160, 4, 2, 32, 16, 8, 16, 5), 45, 1);  // idx from nsa_select
 }
 
@@ -546,6 +549,8 @@ Test(nsa_kernels, shape_check) {
     bad = ok, bad.G = 3;
     cr_expect_eq(nsa_shape_check(&bad), -1);
     bad = ok, bad.cmp_block = 0;
+    cr_expect_eq(nsa_shape_check(&bad), -1);
+    bad = ok, bad.Dh = NSA_MAX_HEAD_DIM + 1;
     cr_expect_eq(nsa_shape_check(&bad), -1);
     cr_expect_eq(nsa_n_cmp(&ok), 15);
     cr_expect_eq(nsa_n_slc(&ok), 8);
