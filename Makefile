@@ -61,7 +61,37 @@ test-asan: deps
 	  build-asan/nsa build-asan/run-tests
 	NSA_BIN=build-asan/nsa ASAN_OPTIONS=detect_leaks=0 build-asan/run-tests --jobs 2
 
+# The full backward-hang matrix (issue 5): seed12 dimensions, layers {1,12} x S {128..2048}
+# x checkpoint {none,layer} x selected-branch path {index,materialise}, under the watchdog;
+# the table also goes to build/hangcheck.json. Exit 124 means the watchdog fired.
+hangcheck: deps
+	@$(MAKE) --no-print-directory $(BUILD)/nsa
+	$(BUILD)/nsa hangcheck --max-bwd-ratio 3 --json $(BUILD)/hangcheck.json
+
+# The default training run (issue 4): KJV corpus, `small` with NSA for ~10 minutes on 2
+# cores, then validation loss, a greedy sample and the loss plot. A run directory that
+# already has checkpoints is continued (--resume; a finished run is only re-evaluated).
+TRAIN_CONFIG ?= data/configs/train-small.cfg
+TRAIN_RUN ?= runs/small
+train:
+	@scripts/install-deps.sh --train
+	@$(MAKE) --no-print-directory build
+	scripts/get-corpus.sh $(BUILD)/nsa
+	@if [ -f $(TRAIN_RUN)/latest ]; then set -x; $(BUILD)/nsa train --resume $(TRAIN_RUN); \
+	else set -x; $(BUILD)/nsa train --config $(TRAIN_CONFIG) --set run_dir=$(TRAIN_RUN); fi
+	$(BUILD)/nsa eval --ckpt $(TRAIN_RUN)/$$(cat $(TRAIN_RUN)/latest) --data data/kjv.h5 --batches 8
+	$(BUILD)/nsa generate --ckpt $(TRAIN_RUN)/$$(cat $(TRAIN_RUN)/latest) --prompt "And God said" \
+	  --max-tokens 200 --temperature 0
+	/usr/bin/python3 scripts/plot.py $(TRAIN_RUN) --out $(TRAIN_RUN)/loss.png
+
+# Long measurements: peak RSS and step time of gradient checkpointing (seed12, S = 2048).
+bench: deps
+	@$(MAKE) --no-print-directory build
+	$(BUILD)/nsa bench kernels
+	scripts/bench-ckpt.sh $(BUILD)/nsa
+
 fixtures:
+	@scripts/install-deps.sh --python
 	/usr/bin/python3 scripts/reference.py --fixtures tests/fixtures
 
 clean:

@@ -10,6 +10,7 @@
 #include "kernels/common.h"
 #include "train/checkpoint.h"
 #include "train/dataset.h"
+#include "train/watchdog.h"
 
 double eval_loss(Model *m, Graph *g, const uint16_t *ids, int64_t n, int T, int W, int32_t *tok,
                  int32_t *tgt) {
@@ -27,6 +28,7 @@ double eval_loss(Model *m, Graph *g, const uint16_t *ids, int64_t n, int T, int 
         }
         Forward f;
         graph_reset(g);
+        if (g->watch) watch_phase(g->watch, WATCH_EVAL);  // the deadline is per forward, as in training
         model_forward(m, g, tok, tgt, 1, T, &fo, &f);
         total += f.loss->data[0];
         graph_reset(g);
@@ -132,7 +134,7 @@ int eval_main(int argc, char **argv) {
         double loss = eval_loss(&m, &g, d.val, d.n_val, T, W, tok, tgt);
         double secs = nsa_now() - t0;
         if (!strcmp(d.tokenizer, "bytes"))
-            printf("val loss %.6f nats/token, %.6f bits/byte (%d windows of %d tokens, %.1f s)\n", loss,
+            printf("val loss %.6f nats/token (= nats/byte), %.6f bits/byte (%d windows of %d tokens, %.1f s)\n", loss,
                    loss / M_LN2, W, T, secs);
         else
             printf("val loss %.6f nats/token, %.6f bits/token (%d windows of %d tokens, %.1f s)\n", loss,

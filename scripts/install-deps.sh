@@ -1,12 +1,16 @@
 #!/bin/sh
 # Installs the Debian packages nsa needs, only those missing; silent when none are.
-#   scripts/install-deps.sh            build + test + training packages
-#   scripts/install-deps.sh --python   also the PyTorch reference (fixture regeneration, plots)
+#   scripts/install-deps.sh            build + test packages
+#   scripts/install-deps.sh --train    also the KJV corpus and matplotlib for the loss plot
+#   scripts/install-deps.sh --python   also the PyTorch reference (fixture regeneration)
 set -e
-pkgs="build-essential pkg-config libopenblas-dev libhdf5-dev libcriterion-dev bible-kjv"
-if [ "${1:-}" = "--python" ]; then
-  pkgs="$pkgs python3-torch python3-h5py python3-numpy python3-matplotlib"
-fi
+pkgs="build-essential pkg-config libopenblas-dev libhdf5-dev libcriterion-dev"
+case "${1:-}" in
+  --train) pkgs="$pkgs bible-kjv python3-matplotlib python3-numpy" ;;
+  --python) pkgs="$pkgs python3-torch python3-h5py python3-numpy python3-matplotlib" ;;
+  "") ;;
+  *) echo "usage: scripts/install-deps.sh [--train|--python]" >&2; exit 2 ;;
+esac
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

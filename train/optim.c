@@ -69,7 +69,9 @@ int param_nonfinite(const Model *m, const float *base, int *count) {
 
 void adamw_step(AdamW *o, Model *m, int64_t step, double lr, const Config *c) {
     NSA_ASSERT(o->n == m->n_elems && step >= 1);
+    // 1 − β in double first: (1 − 0.9f) in float is 2.4e-7 off.
     const float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = 1e-8f;
+    const float omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
     const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
     const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     const float decay = (float)(1.0 - lr * c->weight_decay);
@@ -82,8 +84,8 @@ void adamw_step(AdamW *o, Model *m, int64_t step, double lr, const Config *c) {
 #pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < n; i++) {
             float gi = g[i];
-            mm[i] = b1 * mm[i] + (1.0f - b1) * gi;
-            vv[i] = b2 * vv[i] + (1.0f - b2) * gi * gi;
+            mm[i] = b1 * mm[i] + omb1 * gi;
+            vv[i] = b2 * vv[i] + omb2 * gi * gi;
             w[i] = w[i] * d - step_size * mm[i] / (sqrtf(vv[i]) * inv_sqrt_bc2 + eps);
         }
     }

@@ -348,7 +348,6 @@ int trainer_step(Trainer *t, StepStats *s) {
 
 double trainer_eval(Trainer *t) {
     const Config *c = &t->cfg;
-    watch_phase(&t->watch, WATCH_EVAL);
     int W = (int)(c->eval_batches * c->batch_size);
     double loss = eval_loss(&t->model, &t->eval_graph, t->data.val, t->data.n_val, (int)c->seq_len,
                             W > 0 ? W : 1, t->tokens, t->targets);
@@ -404,6 +403,7 @@ static int truncate_log(const char *path, int64_t step) {
     while (fgets(line, sizeof line, in)) {
         const char *p = strstr(line, "\"step\":");
         if (p && atoll(p + 7) > step) continue;
+        if (!strchr(line, '\n')) continue;  // cut off by a crash mid-write
         fputs(line, out);
     }
     fclose(in);
@@ -443,11 +443,13 @@ static int train_loop(Trainer *t, const LoopOpts *o) {
     int64_t tok_per_step = c->batch_size * c->seq_len * c->grad_accum;
     int64_t first = t->st.step, done = 0;
     double t_start = nsa_now(), t_train = 0.0;
-    int rc = 0, saved_at_end = 0;
+    int rc = 0, saved_at_end = 0, line_open = 0;  // line_open: a \r progress line awaits its newline
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once
+    // A second Ctrl-C kills at once (the checkpoint rename keeps the previous one whole);
+    // SA_RESTART keeps a signal from failing a checkpoint write with EINTR.
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
     sigemptyset(&sa.sa_mask);
     stop_signal = 0;
     sigaction(SIGINT, &sa, &old_int);
@@ -464,7 +466,7 @@ static int train_loop(Trainer *t, const LoopOpts *o) {
         t_train += s.seconds;
         int64_t step = t->st.step;
         double tps = (double)(done * tok_per_step) / t_train;
-        double eta = (double)(end - step) * t_train / (double)done;
+        double eta = (double)(c->steps - step) * t_train / (double)done;  // to the run's end, not --stop-at
         fprintf(log, "{\"type\":\"step\",\"step\":%lld", (long long)step);
         json_num(log, "loss", s.loss, "%.17g");
         json_num(log, "lr", s.lr, "%.9g");
@@ -475,13 +477,15 @@ static int train_loop(Trainer *t, const LoopOpts *o) {
         if (s.skipped) fputs(",\"skipped\":true", log);
         fputs("}\n", log);
         fflush(log);
-        if (c->log_every > 0 && (step % c->log_every == 0 || step == end || step == first + 1)) {
+        // A terminal gets every step on one rewritten line; a log file every log_every steps.
+        if (tty || (c->log_every > 0 && (step % c->log_every == 0 || step == end || step == first + 1))) {
             char eta_s[32];
             fmt_duration(eta_s, sizeof eta_s, eta);
             printf("%sstep %lld/%lld | loss %.4f | lr %.3g | grad norm %.3g | %.0f tok/s | ETA %s%s",
                    tty ? "\r" : "", (long long)step, (long long)c->steps, s.loss, s.lr, s.grad_norm, tps,
                    eta_s, tty ? "\033[K" : "\n");
             fflush(stdout);
+            line_open = tty;
         }
         int last = step == end;
         if (c->eval_every > 0 && (step % c->eval_every == 0 || (last && step == c->steps))) {
@@ -495,6 +499,7 @@ static int train_loop(Trainer *t, const LoopOpts *o) {
             fflush(log);
             printf("%sstep %lld: val loss %.4f nats/token, %.4f bits/byte (%.1f s)%s\n", tty ? "\r" : "",
                    (long long)step, val, bpb, nsa_now() - te, tty ? "\033[K" : "");
+            line_open = 0;
         }
         if (c->ckpt_every > 0 && step % c->ckpt_every == 0) {
             if (trainer_save(t) != NSA_OK) {
@@ -504,7 +509,7 @@ static int train_loop(Trainer *t, const LoopOpts *o) {
             saved_at_end = step == end;
         }
     }
-    if (tty && done) putchar('\n');
+    if (line_open) putchar('\n');
     if (rc == 0 && !saved_at_end && t->st.step > first) {
         if (trainer_save(t) != NSA_OK) rc = 1;
     }
@@ -638,11 +643,13 @@ int train_main(int argc, char **argv) {
             return 1;
         }
     }
-    if (mkdir_p(c.run_dir) != NSA_OK) return 1;
-    remove_tmp_files(c.run_dir);
-
     Trainer t;
     if (trainer_init(&t, &c, resume ? ckpt : NULL) != NSA_OK) return 1;
+    if (mkdir_p(c.run_dir) != NSA_OK) {
+        trainer_free(&t);
+        return 1;
+    }
+    remove_tmp_files(c.run_dir);
     char path[1200];
     snprintf(path, sizeof path, "%s/config.cfg", c.run_dir);
     FILE *f = fopen(path, "w");
