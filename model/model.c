@@ -279,6 +279,7 @@ static Tensor *layer_checkpointed(Graph *g, Graph *scratch, const LayerArgs *a, 
     }
     graph_reset(scratch);
     y->requires_grad = 1;
+    g->layer = a->l;  // the node's backward (recompute + backward) belongs to this layer
     if (g->record) {
         Node *n = graph_push(g, "layer_checkpoint", layer_checkpoint_backward, y);
         n->in[0] = x;
