@@ -2,10 +2,16 @@
 #include "autograd/arena.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/common.h"
 
 #define ALIGN 64
+// Address space reserved per arena when no size is given. Pages are backed only when
+// touched, so this costs nothing; it spares the first steps a fold of overflow chunks
+// into a fresh buffer whose pages would all fault in again (measured: step 2 of `small`
+// took 5.3 s instead of 1.1 s).
+#define RESERVE ((size_t)1 << 38)
 
 void arena_init(Arena *a, size_t cap) {
     memset(a, 0, sizeof *a);
@@ -13,13 +19,26 @@ void arena_init(Arena *a, size_t cap) {
         a->base = nsa_malloc(cap);
         a->cap = cap;
         a->n_mallocs = 1;
+        return;
     }
+    void *p = mmap(NULL, RESERVE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {  // else (strict overcommit): learn the size through overflow chunks
+        a->base = p;
+        a->cap = RESERVE;
+        a->reserved = 1;
+        a->n_mallocs = 1;
+    }
+}
+
+static void release_base(Arena *a) {
+    if (a->reserved) munmap(a->base, a->cap);
+    else free(a->base);
 }
 
 void arena_free(Arena *a) {
     for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i]);
     free(a->chunks);
-    free(a->base);
+    release_base(a);
     memset(a, 0, sizeof *a);
 }
 
@@ -56,7 +75,8 @@ void arena_reset(Arena *a) {
     if (a->n_chunks) {
         for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i]);
         a->n_chunks = 0;
-        free(a->base);
+        release_base(a);
+        a->reserved = 0;
         a->cap = a->peak;
         a->base = nsa_malloc(a->cap);
         a->n_mallocs++;

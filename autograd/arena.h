@@ -14,7 +14,8 @@ typedef struct {
     size_t peak;      // high-water mark of used + extra over the arena's life
     void **chunks;    // overflow chunks (only while the arena is still learning its size)
     int n_chunks, cap_chunks;
-    long n_mallocs;   // malloc calls made by this arena over its life (tests assert it stops growing)
+    long n_mallocs;   // malloc/mmap calls made by this arena over its life (tests assert it stops growing)
+    int reserved;     // base is an mmap reservation
 } Arena;
 
 void arena_init(Arena *a, size_t cap);
