@@ -1,5 +1,6 @@
 // eval.c: see eval.h.
 #include "eval/eval.h"
+#include "eval/trace.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -107,12 +108,8 @@ int eval_main(int argc, char **argv) {
         return 2;
     }
     Model m;
-    if (ckpt_load(ckpt, &m) != NSA_OK) return 1;
     Dataset d;
-    if (dataset_load(data, m.cfg.vocab_size, &d) != NSA_OK) {
-        model_free(&m);
-        return 1;
-    }
+    if (model_and_data_load(ckpt, data, &m, &d) != NSA_OK) return 1;
     int rc = 1;
     int T = (int)m.cfg.seq_len;
     // The windows of training's periodic evaluation: eval_batches batches of batch_size.

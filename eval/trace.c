@@ -57,6 +57,15 @@ int trace_write(const char *path, const Model *m, const int32_t *tokens, const i
     return h5_commit(file, tmp, path);
 }
 
+int model_and_data_load(const char *ckpt, const char *data, Model *m, Dataset *d) {
+    if (ckpt_load(ckpt, m) != NSA_OK) return NSA_ERR;
+    if (dataset_load(data, m->cfg.vocab_size, d) != NSA_OK) {
+        model_free(m);
+        return NSA_ERR;
+    }
+    return NSA_OK;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: nsa trace --ckpt FILE --data data.h5 --out trace.h5 [--batch B]\n"
@@ -88,12 +97,8 @@ int trace_main(int argc, char **argv) {
         return 2;
     }
     Model m;
-    if (ckpt_load(ckpt, &m) != NSA_OK) return 1;
     Dataset d;
-    if (dataset_load(data, m.cfg.vocab_size, &d) != NSA_OK) {
-        model_free(&m);
-        return 1;
-    }
+    if (model_and_data_load(ckpt, data, &m, &d) != NSA_OK) return 1;
     int T = (int)m.cfg.seq_len;
     if (d.n_val < (int64_t)B * T + 1) {
         nsa_error("%s: /val has %lld tokens, a trace of %d windows of %d needs %lld", data,
