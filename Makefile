@@ -18,7 +18,9 @@ CFLAGS := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(
 LDLIBS := $(HDF5_LIBS) -lopenblas -lm
 LDFLAGS := -fopenmp $(SAN)
 
-LIB_SRC := $(wildcard autograd/*.c kernels/*.c model/*.c train/*.c eval/*.c data/*.c)
+# cmd/ joins the library (tests call the commands in-process) except main.c, the binary's entry.
+LIB_SRC := $(wildcard autograd/*.c kernels/*.c model/*.c data/*.c train/*.c eval/*.c) \
+           $(filter-out cmd/main.c,$(wildcard cmd/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
@@ -43,7 +45,7 @@ $(BUILD)/libnsa.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/nsa: $(BUILD)/main.o $(BUILD)/libnsa.a
+$(BUILD)/nsa: $(BUILD)/cmd/main.o $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/run-tests: $(TEST_OBJ) $(BUILD)/libnsa.a
@@ -97,4 +99,4 @@ fixtures:
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cmd/main.d

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/h5util.h"
+#include "data/h5.h"
 
 int dataset_prepare(const char *text_path, const char *out_path, double val_fraction) {
     if (!(val_fraction > 0 && val_fraction < 1)) {

@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/checkpoint.h"
-#include "train/dataset.h"
+#include "data/checkpoint.h"
+#include "data/dataset.h"
 #include "train/watchdog.h"
 
 double eval_loss(Model *m, Graph *g, const uint16_t *ids, int64_t n, int T, int W, int32_t *tok,

@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/checkpoint.h"
-#include "train/dataset.h"
-#include "train/h5util.h"
+#include "data/checkpoint.h"
+#include "data/dataset.h"
+#include "data/h5.h"
 
 void trace_compute(Model *m, Graph *g, const int32_t *tokens, const int32_t *targets, int B, int T,
                    const ForwardOpts *opt, Forward *f) {

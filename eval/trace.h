@@ -11,7 +11,7 @@ void trace_compute(Model *m, Graph *g, const int32_t *tokens, const int32_t *tar
                    const ForwardOpts *opt, Forward *f);
 int trace_write(const char *path, const Model *m, const int32_t *tokens, const int32_t *targets, int B,
                 int T, const Forward *f);
-#include "train/dataset.h"
+#include "data/dataset.h"
 
 // Loads a checkpoint and a dataset whose ids fit its vocabulary (eval, trace); on failure
 // both are left freed and the error has been reported.

@@ -10,8 +10,8 @@
 
 #include "kernels/common.h"
 #include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/h5util.h"
+#include "data/checkpoint.h"
+#include "data/h5.h"
 
 static const char *bin(void) {
     const char *b = getenv("NSA_BIN");

@@ -22,9 +22,9 @@
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
-#include "train/checkpoint.h"
+#include "data/checkpoint.h"
 #include "data/prepare.h"
-#include "train/dataset.h"
+#include "data/dataset.h"
 #include "train/optim.h"
 #include "train/train.h"
 

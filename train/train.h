@@ -9,8 +9,8 @@
 #include "autograd/graph.h"
 #include "kernels/rng.h"
 #include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/dataset.h"
+#include "data/checkpoint.h"
+#include "data/dataset.h"
 #include "train/optim.h"
 #include "train/watchdog.h"
 

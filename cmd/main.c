@@ -9,8 +9,8 @@
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/dataset.h"
+#include "data/checkpoint.h"
+#include "data/dataset.h"
 
 int train_main(int argc, char **argv);
 int hangcheck_main(int argc, char **argv);

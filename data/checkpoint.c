@@ -1,11 +1,11 @@
 // checkpoint.c: see checkpoint.h.
-#include "train/checkpoint.h"
+#include "data/checkpoint.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/h5util.h"
+#include "data/h5.h"
 
 static int write_config(hid_t f, const Config *c) {
     hid_t g = h5_group(f, "config");

@@ -1,7 +1,7 @@
-// h5util.h: the few HDF5 patterns the file formats need (scalar attributes of DESIGN.md's
+// h5.h: the few HDF5 patterns the file formats need (scalar attributes of DESIGN.md's
 // types, float32 datasets with shape checks), with one-line errors instead of HDF5's stack.
-#ifndef NSA_H5UTIL_H
-#define NSA_H5UTIL_H
+#ifndef NSA_H5_H
+#define NSA_H5_H
 
 #include <hdf5.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
-// h5util.c: see h5util.h.
-#include "train/h5util.h"
+// h5.c: see h5.h.
+#include "data/h5.h"
 
 #include <errno.h>
 #include <fcntl.h>
