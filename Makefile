@@ -1,7 +1,7 @@
 # nsa: one binary (build/nsa), one test binary (build/tests), Debian packages only.
 #
 #   make            install missing packages, build build/nsa
-#   make test       build and run every Criterion test (what .ci/run calls)
+#   make test       check include directions, build and run every Criterion test (what .ci/run calls)
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make train      install, build, prepare the KJV corpus, train `small`, evaluate, sample
 #   make hangcheck  the full backward-hang matrix (seed12 dimensions)
@@ -52,8 +52,9 @@ $(BUILD)/run-tests: $(TEST_OBJ) $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
 # Tests run from the repository root (fixtures are found by relative path); the nsa
-# binary is built too because CLI tests run it.
+# binary is built too because CLI tests run it. The include-direction check goes first.
 test: deps
+	scripts/check-layers.sh
 	@$(MAKE) --no-print-directory $(BUILD)/nsa $(BUILD)/run-tests
 	NSA_BIN=$(BUILD)/nsa $(BUILD)/run-tests --jobs 2
 

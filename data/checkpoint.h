@@ -1,5 +1,5 @@
 // checkpoint.h: DESIGN.md's checkpoint file: /config, /params, /optim/{m,v}, /state.
-// Written to a temporary file, fsynced, then renamed over the target.
+// Written through data/atomic.h: a crash never leaves a half-written checkpoint.
 #ifndef NSA_CHECKPOINT_H
 #define NSA_CHECKPOINT_H
 

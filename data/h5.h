@@ -6,6 +6,8 @@
 #include <hdf5.h>
 #include <stdint.h>
 
+#include "data/atomic.h"
+
 void h5_quiet(void);  // silence HDF5's own error printing (we report one line ourselves)
 hid_t h5_open_read(const char *path);  // <0 after an error line
 int h5_exists(hid_t loc, const char *path);
@@ -24,7 +26,10 @@ int h5_read_attr_i64(hid_t loc, const char *name, int64_t *v);
 int h5_read_attr_f64(hid_t loc, const char *name, double *v);
 int h5_read_attr_str(hid_t loc, const char *name, char *buf, size_t size);
 int h5_read_attr_u64_array(hid_t loc, const char *name, uint64_t *v, int n);
-// Closes the file, then fsyncs it, renames tmp to path and fsyncs the directory.
-int h5_commit(hid_t file, const char *tmp, const char *path);
+// Every HDF5 file nsa writes goes through data/atomic.h: h5_create makes the temporary
+// of `path` (a->tmp), h5_commit closes it and renames it into place, h5_abort drops it.
+hid_t h5_create(AtomicFile *a, const char *path);  // <0 after an error line
+int h5_commit(hid_t file, AtomicFile *a);
+void h5_abort(hid_t file, AtomicFile *a);
 
 #endif
