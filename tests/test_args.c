@@ -134,7 +134,7 @@ Test(args, integer_lists, .init = cr_redirect_stderr) {
 
 // No silent limit: a thousand values, all kept in order.
 Test(args, list_grows) {
-    static char vals[1000][8];
+    static char vals[1000][12];
     ArgList l = {0};
     for (int i = 0; i < 1000; i++) {
         snprintf(vals[i], sizeof vals[i], "%d", i);

@@ -104,8 +104,6 @@ static char *read_in(const char *dir, const char *name) {
     return s;
 }
 
-static void rm_dir(const char *dir) { tu_rm_rf(dir); }
-
 // A planted hang through the CLI: exit 124 within timeout + 1 s (+ startup), one stderr
 // line naming phase, layer and op, and the same as a JSON record in the log.
 static void planted_hang(const char *spin, int via_env, const char *checkpoint, const char *want) {
@@ -136,7 +134,7 @@ static void planted_hang(const char *spin, int via_env, const char *checkpoint, 
     cr_assert_not_null(strstr(rec, "\"exit_code\":124"), "%s", rec);
     free(rec);
     free(err);
-    rm_dir(dir);
+    tu_rm_rf(dir);
 }
 
 Test(hangcheck, planted_hang_backward, .timeout = 40) {
@@ -166,7 +164,7 @@ Test(hangcheck, bad_debug_spin_is_usage_error, .timeout = 40) {
     cr_assert_eq(rc, 2, "exit %d; stderr:\n%s", rc, err);
     cr_assert_not_null(strstr(err, "bad debug spin"), "%s", err);
     free(err);
-    rm_dir(dir);
+    tu_rm_rf(dir);
 }
 
 // ---------------------------------------------------------------------------- JSON
@@ -251,5 +249,5 @@ Test(hangcheck, reduced_matrix_passes, .timeout = 120) {
     free(js);
     free(out);
     free(err);
-    rm_dir(dir);
+    tu_rm_rf(dir);
 }
