@@ -1,7 +1,7 @@
 # nsa: one binary (build/nsa), one test binary (build/tests), Debian packages only.
 #
 #   make            install missing packages, build build/nsa
-#   make test       build and run every Criterion test (what .ci/run calls)
+#   make test       check include directions, build and run every Criterion test (what .ci/run calls)
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make train      install, build, prepare the KJV corpus, train `small`, evaluate, sample
 #   make hangcheck  the full backward-hang matrix (seed12 dimensions)
@@ -18,7 +18,9 @@ CFLAGS := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(
 LDLIBS := $(HDF5_LIBS) -lopenblas -lm
 LDFLAGS := -fopenmp $(SAN)
 
-LIB_SRC := $(wildcard autograd/*.c kernels/*.c model/*.c train/*.c eval/*.c data/*.c)
+# cmd/ joins the library (tests call the commands in-process) except main.c, the binary's entry.
+LIB_SRC := $(wildcard autograd/*.c kernels/*.c model/*.c data/*.c train/*.c eval/*.c) \
+           $(filter-out cmd/main.c,$(wildcard cmd/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
@@ -43,15 +45,16 @@ $(BUILD)/libnsa.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/nsa: $(BUILD)/main.o $(BUILD)/libnsa.a
+$(BUILD)/nsa: $(BUILD)/cmd/main.o $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/run-tests: $(TEST_OBJ) $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
 
 # Tests run from the repository root (fixtures are found by relative path); the nsa
-# binary is built too because CLI tests run it.
+# binary is built too because CLI tests run it. The include-direction check goes first.
 test: deps
+	scripts/check-layers.sh
 	@$(MAKE) --no-print-directory $(BUILD)/nsa $(BUILD)/run-tests
 	NSA_BIN=$(BUILD)/nsa $(BUILD)/run-tests --jobs 2
 
@@ -97,4 +100,4 @@ fixtures:
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cmd/main.d

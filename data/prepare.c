@@ -1,4 +1,4 @@
-// prepare.c: `nsa prepare`: text -> DESIGN.md's dataset file (byte-level tokens, uint16,
+// prepare.c: corpus preparation for `nsa prepare`: text -> DESIGN.md's dataset file (byte-level tokens, uint16,
 // /train and /val, attributes vocab_size and tokenizer).
 #include "data/prepare.h"
 
@@ -8,9 +8,10 @@
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/h5util.h"
+#include "data/h5.h"
 
-int dataset_prepare(const char *text_path, const char *out_path, double val_fraction) {
+int dataset_prepare(const char *text_path, const char *out_path, double val_fraction, int64_t *n_train_out,
+                    int64_t *n_val_out) {
     if (!(val_fraction > 0 && val_fraction < 1)) {
         nsa_error("--val-fraction must be in (0, 1), got %g", val_fraction);
         return NSA_ERR;
@@ -43,11 +44,13 @@ int dataset_prepare(const char *text_path, const char *out_path, double val_frac
     uint16_t *tok = nsa_malloc(n * sizeof *tok);
     for (size_t i = 0; i < n; i++) tok[i] = buf[i];  // byte-level: id = byte value
     free(buf);
-    h5_quiet();
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = f < 0 ? NSA_ERR : NSA_OK;
+    AtomicFile a;
+    hid_t f = h5_create(&a, out_path);
+    if (f < 0) {
+        free(tok);
+        return NSA_ERR;
+    }
+    int rc = NSA_OK;
     int64_t n_train = (int64_t)n - n_val;
     for (int k = 0; k < 2 && rc == NSA_OK; k++) {
         hsize_t d = (hsize_t)(k ? n_val : n_train);
@@ -62,11 +65,12 @@ int dataset_prepare(const char *text_path, const char *out_path, double val_frac
     if (rc == NSA_OK) rc = h5_attr_str(f, "tokenizer", "bytes");
     free(tok);
     if (rc != NSA_OK) {
-        if (f >= 0) H5Fclose(f);
+        h5_abort(f, &a);
         nsa_error("cannot write %s", out_path);
         return NSA_ERR;
     }
-    if (h5_commit(f, tmp, out_path) != NSA_OK) return NSA_ERR;
-    printf("%s: %lld train + %lld val byte tokens\n", out_path, (long long)n_train, (long long)n_val);
+    if (h5_commit(f, &a) != NSA_OK) return NSA_ERR;
+    *n_train_out = n_train;
+    *n_val_out = n_val;
     return NSA_OK;
 }

@@ -1,20 +1,19 @@
-// bench.c: `nsa bench kernels|train`: long measurements, never part of `make test`.
-// Every figure is a ratio measured in one run (ours vs naive, vs the other sgemm kernel),
-// since absolute times on shared machines say little.
-#include <getopt.h>
+// bench.c: see bench.h. Every figure is a ratio measured in one run (ours vs naive, vs
+// the other sgemm kernel), since absolute times on shared machines say little.
+#include "eval/bench.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cblas.h>
 
 #include "autograd/graph.h"
+#include "data/path.h"
 #include "kernels/attention.h"
 #include "kernels/common.h"
-#include "kernels/cpu.h"
 #include "kernels/gemm.h"
 #include "kernels/nsa.h"
 #include "kernels/rng.h"
@@ -53,8 +52,7 @@ static void run_sgemm(void *p) {
                 g->c, g->n);
 }
 
-// Single-thread sgemm GFLOP/s with the OpenBLAS kernel this process loaded.
-static double sgemm_gflops(int n) {
+double bench_sgemm_gflops(int n) {
     GemmCtx g = {randn((int64_t)n * n, 1), randn((int64_t)n * n, 2), randn((int64_t)n * n, 3), n};
     run_sgemm(&g);
     double t = best_time(run_sgemm, &g, 5);
@@ -186,12 +184,12 @@ static void bench_selected(int T) {
     free(c.idx), free(c.work), free(c.rwork);
 }
 
-static int bench_kernels(const char *self) {
+int bench_kernels(const char *self) {
     int threads = omp_get_max_threads();
     printf("kernels (%d threads, OPENBLAS_CORETYPE=%s)\n", threads, getenv("OPENBLAS_CORETYPE"));
-    double ours = sgemm_gflops(1024);
+    double ours = bench_sgemm_gflops(1024);
     // The same measurement in a child that keeps OpenBLAS's own Haswell choice.
-    char cmd[1200];
+    char cmd[NSA_PATH_MAX + 100];
     snprintf(cmd, sizeof cmd, "OPENBLAS_CORETYPE=Haswell NSA_NO_REEXEC=1 %s bench sgemm-only", self);
     double haswell = 0;
     FILE *p = popen(cmd, "r");
@@ -205,26 +203,4 @@ static int bench_kernels(const char *self) {
     bench_attention(2048);
     bench_selected(2048);
     return 0;
-}
-
-int bench_main(int argc, char **argv) {
-    const char *what = argc > 1 ? argv[1] : "kernels";
-    if (!strcmp(what, "--help") || !strcmp(what, "-h")) {
-        printf("usage: nsa bench [kernels]\n"
-               "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
-               "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
-               "  Training-step and memory measurements: scripts/bench-ckpt.sh (make bench).\n");
-        return 0;
-    }
-    if (!strcmp(what, "sgemm-only")) {
-        cpu_set_threads(1);
-        printf("%.3f\n", sgemm_gflops(1024));
-        return 0;
-    }
-    char self[1024];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[n > 0 ? n : 0] = 0;
-    if (!strcmp(what, "kernels")) return bench_kernels(self);
-    nsa_error("unknown benchmark '%s' (nsa bench --help)", what);
-    return 2;
 }

@@ -1,5 +1,6 @@
-// trace.h: one batch's logits, loss, every gradient and every NSA selection, as DESIGN.md's
-// trace file: what a reference implementation is compared against.
+// trace.h: `nsa trace`: one batch's logits, loss, every gradient and every NSA selection
+// of a checkpoint, written as DESIGN.md's trace file (data/trace_file.h): what a
+// reference implementation is compared against.
 #ifndef NSA_TRACE_H
 #define NSA_TRACE_H
 
@@ -9,14 +10,18 @@
 // Forward + backward of one batch; gradients land in m->grad (zeroed first).
 void trace_compute(Model *m, Graph *g, const int32_t *tokens, const int32_t *targets, int B, int T,
                    const ForwardOpts *opt, Forward *f);
-int trace_write(const char *path, const Model *m, const int32_t *tokens, const int32_t *targets, int B,
-                int T, const Forward *f);
-#include "train/dataset.h"
 
-// Loads a checkpoint and a dataset whose ids fit its vocabulary (eval, trace); on failure
-// both are left freed and the error has been reported.
-int model_and_data_load(const char *ckpt, const char *data, Model *m, Dataset *d);
-// The `nsa trace` command.
-int trace_main(int argc, char **argv);
+typedef struct {
+    const char *ckpt, *data, *out;
+    int batch;                 // B windows of seq_len tokens from the start of /val
+} TraceOpts;
+
+typedef struct {
+    double loss;
+    int batch, seq_len;
+} TraceResult;
+
+// NSA_ERR after an error line.
+int trace_run(const TraceOpts *o, TraceResult *r);
 
 #endif

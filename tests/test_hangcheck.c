@@ -1,6 +1,6 @@
-// test_hangcheck.c: the watchdog (in-process, in forked children) and `nsa hangcheck`
-// (through $NSA_BIN): a planted hang is reported within the deadline + 1 s with its phase,
-// layer and op and exit status 124; the reduced matrix passes and writes valid JSON.
+// test_hangcheck.c: `nsa hangcheck` through $NSA_BIN: a planted hang is reported within
+// the deadline + 1 s with its phase, layer and op and exit status 124; a bad debug spin is
+// a usage error; the reduced matrix passes and writes valid JSON.
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -14,6 +14,7 @@
 
 #include "autograd/graph.h"
 #include "kernels/common.h"
+#include "tests/testutil.h"
 #include "train/watchdog.h"
 
 // Time a child may take before the planted op starts spinning: exec (and cpu_setup's
@@ -103,16 +104,6 @@ static char *read_in(const char *dir, const char *name) {
     return s;
 }
 
-static void rm_dir(const char *dir) {
-    static const char *names[] = {"stdout", "stderr", "log.jsonl", "hc.json", "hc.json.tmp"};
-    char p[300];
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-        unlink(p);
-    }
-    rmdir(dir);
-}
-
 // A planted hang through the CLI: exit 124 within timeout + 1 s (+ startup), one stderr
 // line naming phase, layer and op, and the same as a JSON record in the log.
 static void planted_hang(const char *spin, int via_env, const char *checkpoint, const char *want) {
@@ -143,7 +134,7 @@ static void planted_hang(const char *spin, int via_env, const char *checkpoint, 
     cr_assert_not_null(strstr(rec, "\"exit_code\":124"), "%s", rec);
     free(rec);
     free(err);
-    rm_dir(dir);
+    tu_rm_rf(dir);
 }
 
 Test(hangcheck, planted_hang_backward, .timeout = 40) {
@@ -173,7 +164,7 @@ Test(hangcheck, bad_debug_spin_is_usage_error, .timeout = 40) {
     cr_assert_eq(rc, 2, "exit %d; stderr:\n%s", rc, err);
     cr_assert_not_null(strstr(err, "bad debug spin"), "%s", err);
     free(err);
-    rm_dir(dir);
+    tu_rm_rf(dir);
 }
 
 // ---------------------------------------------------------------------------- JSON
@@ -258,142 +249,5 @@ Test(hangcheck, reduced_matrix_passes, .timeout = 120) {
     free(js);
     free(out);
     free(err);
-    rm_dir(dir);
-}
-
-// ---------------------------------------------------------------------------- in-process
-
-// Forks a child that runs fn; returns its exit code, *wall the child's lifetime, and the
-// child's stderr in errbuf.
-static int in_child(void (*fn)(void), double *wall, char *errbuf, size_t n) {
-    char path[] = "/tmp/nsa_wd_XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    fflush(NULL);
-    double t0 = nsa_now();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fd, 2);
-        fn();
-        _exit(0);
-    }
-    int status = wait_limited(pid, t0, 10.0, wall);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t k = read(fd, errbuf, n - 1);
-    errbuf[k > 0 ? k : 0] = '\0';
-    close(fd);
-    unlink(path);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void spin_for(double s) {
-    double t = nsa_now();
-    while (nsa_now() - t < s) __asm__ volatile("" ::: "memory");
-}
-
-static void child_spins_in_optimiser(void) {
-    Watch w;
-    memset(&w, 0, sizeof w);
-    w.spin_op_layer = -1;
-    watchdog_start(&w, 0.3, NULL);
-    watch_phase(&w, WATCH_OPTIMIZER);
-    spin_for(5.0);  // the watchdog must end this long before
-}
-
-Test(watchdog, fires_on_spinning_phase, .timeout = 20) {
-    double wall;
-    char err[1024];
-    int rc = in_child(child_spins_in_optimiser, &wall, err, sizeof err);
-    cr_assert_eq(rc, NSA_EXIT_HANG, "exit %d; stderr: %s", rc, err);
-    cr_assert(wall >= 0.3 && wall <= 0.3 + FIRE_SLACK_S, "fired after %.2f s (deadline 0.3 s)", wall);
-    cr_assert_not_null(strstr(err, "nsa: watchdog: optimiser step stuck for "), "%s", err);
-    cr_assert_not_null(strstr(err, "(deadline 0.30 s); exiting with code 124\n"), "%s", err);
-}
-
-// Idle time is never watched, and watchdog_stop ends the watch.
-static void child_idles_then_stops(void) {
-    Watch w;
-    memset(&w, 0, sizeof w);
-    w.spin_op_layer = -1;
-    if (watchdog_start(&w, 0, NULL) != NULL) _exit(5);  // timeout <= 0: no watchdog
-    Watchdog *wd = watchdog_start(&w, 0.2, NULL);
-    watch_phase(&w, WATCH_IDLE);
-    spin_for(0.6);
-    watch_phase(&w, WATCH_FORWARD);
-    spin_for(0.05);
-    watch_phase(&w, WATCH_IDLE);
-    watchdog_stop(wd);
-    watch_phase(&w, WATCH_BACKWARD);
-    spin_for(0.4);  // past the deadline, but nothing watches any more
-}
-
-Test(watchdog, idle_and_stopped_are_not_watched, .timeout = 20) {
-    double wall;
-    char err[1024];
-    int rc = in_child(child_idles_then_stops, &wall, err, sizeof err);
-    cr_assert_eq(rc, 0, "exit %d; stderr: %s", rc, err);
-}
-
-// The deadline is per (phase, layer): five layers of 0.15 s each under a 0.3 s deadline
-// (0.75 s for the phase) pass; then 0.6 s in layer 5 fires, naming layer 5 and its op.
-static void child_layers(void) {
-    Arena a;
-    arena_init(&a, 0);
-    Graph g;
-    graph_init(&g, &a);
-    Watch w;
-    memset(&w, 0, sizeof w);
-    w.spin_op_layer = -1;
-    g.watch = &w;
-    watchdog_start(&w, 0.3, NULL);
-    watch_phase(&w, WATCH_BACKWARD);
-    for (int l = 0; l < 5; l++) {
-        g.layer = l;
-        graph_set_op(&g, "linear");
-        spin_for(0.15);
-    }
-    g.layer = 5;
-    graph_set_op(&g, "slc_attention");
-    spin_for(0.6);
-    _exit(3);  // not reached when the watchdog works
-}
-
-Test(watchdog, deadline_is_per_layer, .timeout = 20) {
-    double wall;
-    char err[1024];
-    int rc = in_child(child_layers, &wall, err, sizeof err);
-    cr_assert_eq(rc, NSA_EXIT_HANG, "exit %d; stderr: %s", rc, err);
-    cr_assert_not_null(strstr(err, "nsa: watchdog: backward of layer 5 stuck in op slc_attention for 0."), "%s",
-                       err);
-    cr_assert(wall >= 0.75 + 0.3 && wall <= 0.75 + 0.3 + FIRE_SLACK_S, "fired after %.2f s", wall);
-}
-
-// The spin switch itself: the named op in the named layer never returns; others do.
-static void child_spin_switch(void) {
-    Arena a;
-    arena_init(&a, 0);
-    Graph g;
-    graph_init(&g, &a);
-    Watch w;
-    memset(&w, 0, sizeof w);
-    g.watch = &w;
-    w.spin_op_layer = 1;
-    w.spin_op = "slc_attention";
-    watchdog_start(&w, 0.2, NULL);
-    watch_phase(&w, WATCH_FORWARD);
-    g.layer = 0;
-    graph_set_op(&g, "slc_attention");  // other layer: returns
-    g.layer = 1;
-    graph_set_op(&g, "linear");         // other op: returns
-    graph_set_op(&g, "slc_attention");  // spins
-    _exit(3);
-}
-
-Test(watchdog, spin_switch_hits_only_its_op_and_layer, .timeout = 20) {
-    double wall;
-    char err[1024];
-    int rc = in_child(child_spin_switch, &wall, err, sizeof err);
-    cr_assert_eq(rc, NSA_EXIT_HANG, "exit %d; stderr: %s", rc, err);
-    cr_assert_not_null(strstr(err, "forward of layer 1 stuck in op slc_attention"), "%s", err);
+    tu_rm_rf(dir);
 }

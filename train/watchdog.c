@@ -9,6 +9,8 @@
 //    "deadline_s":2.00,"exit_code":124,"message":"..."}
 // layer is -1 for work outside the layers (embedding, final norm, loss, the optimiser) and
 // op is null before the phase's first op. Exit status: NSA_EXIT_HANG (124).
+// The record is appended with its own write(2) + fsync: the log is an append-only stream,
+// not a file rewritten whole, so it does not go through data/atomic.h.
 #include "train/watchdog.h"
 
 #include <fcntl.h>
@@ -20,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "data/path.h"
 #include "kernels/common.h"
 
 #define WATCHDOG_POLL_NS (25 * 1000 * 1000)
@@ -27,7 +30,7 @@
 struct Watchdog {
     Watch *w;
     double timeout_s;
-    char log_path[1024];
+    char log_path[NSA_PATH_MAX];
     int has_log;
     atomic_int stop;
     pthread_t thread;
@@ -148,11 +151,36 @@ void watchdog_stop(Watchdog *wd) {
     free(wd);
 }
 
-void watch_phase(Watch *w, int phase) {
-    // The clock first, the phase last: the monitor may pair a new start with the old
-    // phase (a late report at worst), never the new phase with an old start.
-    w->phase_start = nsa_now();
-    w->layer = -1;
-    w->op = NULL;
-    w->phase = phase;
+// ---------------------------------------------------------------------------- debug spin
+
+int debug_spin_parse(DebugSpin *d, const char *spec) {
+    memset(d, 0, sizeof *d);
+    d->phase = -1;
+    if (!spec || !spec[0]) return NSA_OK;
+    const char *s = spec;
+    if (!strncmp(s, "forward:", 8)) d->phase = WATCH_FORWARD, s += 8;
+    else if (!strncmp(s, "backward:", 9)) d->phase = WATCH_BACKWARD, s += 9;
+    const char *at = strrchr(s, '@');
+    char *end = NULL;
+    long layer = at ? strtol(at + 1, &end, 10) : 0;
+    if (!at || at == s || (size_t)(at - s) >= sizeof d->op || !at[1] || *end || layer < -1) {
+        nsa_error("bad debug spin '%s' (want [forward:|backward:]OP@LAYER, e.g. backward:slc_attention@1)",
+                  spec);
+        return NSA_ERR;
+    }
+    memcpy(d->op, s, (size_t)(at - s));
+    d->op[at - s] = '\0';
+    d->layer = (int)layer;
+    d->on = 1;
+    return NSA_OK;
+}
+
+void debug_spin_arm(const DebugSpin *d, Watch *w) {
+    if (d->on && (d->phase < 0 || d->phase == w->phase)) {
+        w->spin_op_layer = d->layer;  // the layer first: graph_set_op tests the op pointer first
+        w->spin_op = d->op;
+    } else {
+        w->spin_op = NULL;
+        w->spin_op_layer = -1;
+    }
 }

@@ -1,16 +1,16 @@
-// train.h: the training loop of `nsa train`: random windows from a seeded generator,
-// AdamW with warmup + cosine schedule, clipping and accumulation, periodic evaluation,
-// checkpoints every ckpt_every steps that resume bit-exactly, and clean stops on signals.
-#ifndef NSA_TRAIN_H
-#define NSA_TRAIN_H
-
-#include <stdio.h>
+// trainer.h: one training run's state and its four actions: build it (fresh or from a
+// checkpoint), take an optimiser step (random windows from a seeded generator, gradient
+// accumulation, clipping, AdamW on the warmup + cosine schedule), evaluate on /val, and
+// save a checkpoint that resumes bit-exactly.
+#ifndef NSA_TRAINER_H
+#define NSA_TRAINER_H
 
 #include "autograd/graph.h"
+#include "data/checkpoint.h"
+#include "data/dataset.h"
+#include "data/path.h"
 #include "kernels/rng.h"
 #include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/dataset.h"
 #include "train/optim.h"
 #include "train/watchdog.h"
 
@@ -29,7 +29,7 @@ typedef struct {
     Watch watch;
     Watchdog *wd;
     int bad_steps;           // non-finite steps in a row
-    char log_path[1100];
+    char log_path[NSA_PATH_MAX];
 } Trainer;
 
 typedef struct {
@@ -38,6 +38,12 @@ typedef struct {
     int skipped;             // non-finite loss or gradient: no update was made
     double seconds;
 } StepStats;
+
+// The training keys' own rules (config_validate checks the model's); one line on failure.
+int trainer_check_config(const Config *c);
+// 1 if every model key of c equals run's; else 0 after an error naming the key and `path`
+// (the checkpoint the run's config came from): a run cannot change its model.
+int trainer_same_model(const Config *run, const Config *c, const char *path);
 
 // Builds the trainer for a validated config: loads the data (errors: missing or corrupt
 // file, vocab mismatch, too few tokens), creates the model (fresh from cfg->seed, or the
@@ -48,16 +54,10 @@ void trainer_free(Trainer *t);
 // non-finite loss or gradient skips the update (warning naming the parameter); returns
 // NSA_ERR once max_bad_steps happen in a row.
 int trainer_step(Trainer *t, StepStats *s);
-// Validation loss (nats/token) over eval_batches fixed windows of /val.
+// Validation loss (nats/token) over eval_batches × batch_size fixed windows of /val
+// (model/loss_windows.h: the windows of `nsa eval`).
 double trainer_eval(Trainer *t);
 // Writes run_dir/ckpt_<step>.h5, points run_dir/latest at it, keeps the newest keep_ckpts.
 int trainer_save(Trainer *t);
-
-// Path of the newest checkpoint of a run directory (from `latest`, else the newest
-// ckpt_*.h5); NSA_ERR with a message when there is none.
-int train_latest_ckpt(const char *run_dir, char *path, size_t size);
-
-// The `nsa train` command.
-int train_main(int argc, char **argv);
 
 #endif

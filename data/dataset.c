@@ -1,5 +1,5 @@
 // dataset.c: see dataset.h.
-#include "train/dataset.h"
+#include "data/dataset.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/h5util.h"
+#include "data/h5.h"
 
 static int read_split(hid_t f, const char *name, uint16_t **out, int64_t *n, const char *path) {
     if (!h5_exists(f, name)) {

@@ -1,9 +1,7 @@
-// h5util.c: see h5util.h.
-#include "train/h5util.h"
+// h5.c: see h5.h.
+#include "data/h5.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +9,18 @@
 
 #include "kernels/common.h"
 
-void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void h5_quiet(void) {
+    static int first = 1;
+    if (first) {
+        // A file whose close failed (a full disk) stays open inside HDF5, and HDF5 1.10's
+        // exit handler then crashes closing it again; nsa closes every file it keeps, so
+        // it needs no exit handler. Only effective before any other HDF5 call, which is
+        // why every file is opened or created through this module.
+        H5dont_atexit();
+        first = 0;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
 hid_t h5_open_read(const char *path) {
     h5_quiet();
@@ -193,28 +202,29 @@ int h5_read_attr_u64_array(hid_t loc, const char *name, uint64_t *v, int n) {
     return ok ? 0 : -1;
 }
 
-int h5_commit(hid_t file, const char *tmp, const char *path) {
+hid_t h5_create(AtomicFile *a, const char *path) {
+    h5_quiet();
+    if (atomic_begin(a, path) != NSA_OK) return -1;
+    errno = 0;
+    hid_t f = H5Fcreate(a->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        nsa_error("cannot create %s: %s", path, errno ? strerror(errno) : "HDF5 error");
+        unlink(a->tmp);
+    }
+    return f;
+}
+
+int h5_commit(hid_t file, AtomicFile *a) {
+    // Closing flushes HDF5's caches: only then are all the bytes in the temporary.
     if (H5Fclose(file) < 0) {
-        nsa_error("cannot finish writing %s", tmp);
+        nsa_error("cannot finish writing %s (HDF5 error)", a->path);
+        atomic_abort(a);
         return NSA_ERR;
     }
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        nsa_error("cannot fsync %s: %s", tmp, strerror(errno));
-        if (fd >= 0) close(fd);
-        return NSA_ERR;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        nsa_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        return NSA_ERR;
-    }
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);  // makes the rename itself durable
-        close(dfd);
-    }
-    return NSA_OK;
+    return atomic_commit(a);
+}
+
+void h5_abort(hid_t file, AtomicFile *a) {
+    if (file >= 0) H5Fclose(file);
+    atomic_abort(a);
 }

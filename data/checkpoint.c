@@ -1,11 +1,11 @@
 // checkpoint.c: see checkpoint.h.
-#include "train/checkpoint.h"
+#include "data/checkpoint.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "kernels/common.h"
-#include "train/h5util.h"
+#include "data/h5.h"
 
 static int write_config(hid_t f, const Config *c) {
     hid_t g = h5_group(f, "config");
@@ -36,14 +36,9 @@ static int write_tensors(hid_t f, const char *group, const Model *m, const float
 
 int ckpt_save(const char *path, const Model *m, const float *adam_m, const float *adam_v,
               const TrainState *st) {
-    h5_quiet();
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        nsa_error("cannot create %s", tmp);
-        return NSA_ERR;
-    }
+    AtomicFile a;
+    hid_t f = h5_create(&a, path);
+    if (f < 0) return NSA_ERR;
     int rc = write_config(f, &m->cfg);
     if (rc == NSA_OK) rc = write_tensors(f, "params", m, m->data);
     if (rc == NSA_OK && adam_m && adam_v) {
@@ -62,12 +57,11 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
         if (g >= 0) H5Gclose(g);
     }
     if (rc != NSA_OK) {
-        H5Fclose(f);
-        remove(tmp);
+        h5_abort(f, &a);
         nsa_error("cannot write checkpoint %s", path);
         return NSA_ERR;
     }
-    return h5_commit(f, tmp, path);
+    return h5_commit(f, &a);
 }
 
 static int read_config_group(hid_t f, Config *c, const char *path) {
@@ -136,7 +130,7 @@ static int read_tensors(hid_t f, const char *group, const Model *m, float *base,
     int rc = NSA_OK;
     for (int i = 0; i < m->n_params && rc == NSA_OK; i++) {
         const Param *p = &m->params[i];
-        char what[1200];
+        char what[NSA_PATH_MAX + 64];
         snprintf(what, sizeof what, "%s /%s", path, group);
         rc = h5_read_f32(g, p->name, base + (p->t.data - m->data), p->t.ndim, p->t.shape, what);
     }

@@ -1,0 +1,43 @@
+// main.c: the `nsa` binary: picks the CPU kernels, then hands the arguments to the command
+// named first (cmd/cmd.h); the only place that exits.
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "kernels/common.h"
+#include "kernels/cpu.h"
+
+typedef struct {
+    const char *name;
+    const char *summary;  // synopsis and what it does, one line of `nsa --help`
+    int (*run)(int argc, char **argv);
+} Command;
+
+static const Command commands[] = {
+    {"prepare", "--text FILE --out data.h5 [--val-fraction 0.05]   text -> byte tokens", cmd_prepare},
+    {"init", "--config NAME|FILE [--seed N] [--set k=v ...] --out ckpt.h5   a fresh checkpoint", cmd_init},
+    {"train", "--config NAME|FILE [--set k=v ...] [--name NAME] | --resume RUN_DIR   train a model", cmd_train},
+    {"eval", "--ckpt FILE --data data.h5 [--batches N]     validation loss", cmd_eval},
+    {"generate", "--ckpt FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed N]", cmd_generate},
+    {"trace", "--ckpt FILE --data data.h5 --out trace.h5    logits, loss, grads, selection", cmd_trace},
+    {"hangcheck", "[--layers 1,12] [--seq 128,512,1024,2048] [--timeout SEC] [--json FILE]", cmd_hangcheck},
+    {"bench", "[kernels]   long kernel measurements (never part of make test)", cmd_bench},
+};
+#define N_COMMANDS (int)(sizeof commands / sizeof *commands)
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: nsa COMMAND [options]   (nsa COMMAND --help for each)\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    cpu_setup(argc, argv);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    nsa_error("unknown command '%s' (try nsa --help)", argv[1]);
+    return 2;
+}

@@ -1,0 +1,25 @@
+// checkpoint.h: DESIGN.md's checkpoint file: /config, /params, /optim/{m,v}, /state.
+// Written through data/atomic.h: a crash never leaves a half-written checkpoint.
+#ifndef NSA_CHECKPOINT_H
+#define NSA_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "model/model.h"
+
+typedef struct {
+    int64_t step, data_position, tokens_seen;
+    uint64_t rng[4];
+} TrainState;
+
+// adam_m / adam_v (n_elems each) and st may be NULL: then /optim or /state is omitted.
+int ckpt_save(const char *path, const Model *m, const float *adam_m, const float *adam_v,
+              const TrainState *st);
+// Reads /config over `cfg` (which holds defaults or the caller's settings) and validates it.
+int ckpt_read_config(const char *path, Config *cfg);
+// Creates *m from the file's config and reads every parameter, checking names and shapes.
+int ckpt_load(const char *path, Model *m);
+// Reads /optim and /state; returns 1 if the file has none (weights-only checkpoint).
+int ckpt_load_train(const char *path, const Model *m, float *adam_m, float *adam_v, TrainState *st);
+
+#endif
