@@ -434,7 +434,7 @@ Test(train, no_allocation_after_first_step, .init = make_dir, .fini = remove_dir
         Config c;
         tiny_config(&c, data, run);
         c.grad_accum = 2;
-        strcpy(c.checkpoint, ck ? "layer" : "none");
+        c.checkpoint = ck ? CKPT_LAYER : CKPT_NONE;
         Trainer t;
         cr_assert_eq(trainer_init(&t, &c, NULL), NSA_OK);
         StepStats s;
@@ -442,9 +442,8 @@ Test(train, no_allocation_after_first_step, .init = make_dir, .fini = remove_dir
         long a = t.arena.n_mallocs, sa = t.scratch_arena.n_mallocs;
         long g = t.graph.n_node_reallocs, sg = t.scratch.n_node_reallocs;
         for (int i = 0; i < 4; i++) cr_assert_eq(trainer_step(&t, &s), NSA_OK);
-        cr_assert_eq(t.arena.n_mallocs, a, "checkpoint=%s: activation arena allocated after step 1", c.checkpoint);
-        cr_assert_eq(t.scratch_arena.n_mallocs, sa, "checkpoint=%s: scratch arena allocated after step 1",
-                     c.checkpoint);
+        cr_assert_eq(t.arena.n_mallocs, a, "checkpoint=%d: activation arena allocated after step 1", ck);
+        cr_assert_eq(t.scratch_arena.n_mallocs, sa, "checkpoint=%d: scratch arena allocated after step 1", ck);
         cr_assert_eq(t.graph.n_node_reallocs, g);
         cr_assert_eq(t.scratch.n_node_reallocs, sg);
         if (ck) cr_assert_gt(sa, 0, "checkpoint=layer never used the scratch arena");

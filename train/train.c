@@ -293,7 +293,7 @@ int trainer_step(Trainer *t, StepStats *s) {
     int B = (int)c->batch_size, S = (int)c->seq_len;
     double t0 = nsa_now();
     ForwardOpts fo = {0};
-    fo.checkpoint = !strcmp(c->checkpoint, "layer");
+    fo.checkpoint = c->checkpoint == CKPT_LAYER;
     fo.scratch = &t->scratch;
     model_zero_grads(m);
     double loss = 0.0;
@@ -668,7 +668,7 @@ int train_main(int argc, char **argv) {
     printf("%s %s: %lld parameters, %s, batch %lld x %lld tokens x %lld accum, %lld steps, checkpoint=%s\n",
            resume ? "resuming" : "training", c.run_dir, (long long)t.model.n_elems, c.attn,
            (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, (long long)c.steps,
-           c.checkpoint);
+           config_enum_name(config_key("checkpoint"), &c));
     if (resume) printf("  from %s (step %lld)\n", ckpt, (long long)t.st.step);
     LoopOpts o = {stop_at, resume != NULL};
     int rc = train_loop(&t, &o);
