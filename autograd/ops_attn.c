@@ -2,6 +2,7 @@
 // branches (compression, compressed attention, selection, selected attention) and the gate.
 // The kernels own the loops; these record what backward needs.
 #include "autograd/ops.h"
+
 #include "kernels/attention.h"
 #include "kernels/common.h"
 #include "kernels/nsa.h"

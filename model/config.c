@@ -142,7 +142,9 @@ static int set_value(Config *c, const CfgKey *k, const char *val, const char *wh
     return NSA_ERR;
 }
 
-int config_set_value(Config *c, const CfgKey *k, const char *value) { return set_value(c, k, value, ""); }
+int config_set_value(Config *c, const CfgKey *k, const char *value, const char *where) {
+    return set_value(c, k, value, where);
+}
 
 static int assign(Config *c, const char *assignment, const char *where) {
     char buf[1024];

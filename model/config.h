@@ -18,7 +18,7 @@
 #define CFG_MAX_FFN_DIM 65536                // ffn_dim and gate_hidden
 #define CFG_MAX_HEADS 256                    // n_heads (n_kv_heads divides it); head_dim <= NSA_MAX_HEAD_DIM
 #define CFG_MAX_SEQ_LEN (1 << 20)            // seq_len, and cmp_block, slc_block, window
-#define CFG_MAX_TOPN 1024                    // slc_topn (a tile keeps 16·n block ids on the stack)
+#define CFG_MAX_TOPN 1024                    // slc_topn (a query tile keeps up to 64·n block ids on the stack)
 #define CFG_MAX_BATCH 65536                  // batch_size, grad_accum, eval_batches
 #define CFG_MAX_TOKENS (1 << 24)             // batch_size·seq_len tokens; eval_batches·batch_size windows
 #define CFG_MAX_ELEMS ((int64_t)1 << 31)     // total parameters; widest activation (tokens × width)
@@ -72,8 +72,9 @@ void config_defaults(Config *c);
 const CfgKey *config_key(const char *name);
 // key=value; returns NSA_ERR with a message for an unknown key or a bad value.
 int config_set(Config *c, const char *assignment);
-// Parses `value` as key k's type (CFG_ENUM: one of its names) into c; one line on failure.
-int config_set_value(Config *c, const CfgKey *k, const char *value);
+// Parses `value` as key k's type (CFG_ENUM: one of its names) into c; on failure one line
+// that starts with `where` (e.g. "ckpt.h5: /config: ", or "").
+int config_set_value(Config *c, const CfgKey *k, const char *value, const char *where);
 // The spelling of CFG_ENUM key k's current value in c (what files and logs show).
 const char *config_enum_name(const CfgKey *k, const Config *c);
 // Reads a .cfg file ("key = value" lines, '#' comments; a key given twice: the last wins).

@@ -65,7 +65,8 @@ static void expect_invalid(const char *set, const char *want) {
     tiny(&c);
     char buf[256];
     snprintf(buf, sizeof buf, "%s", set);
-    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) cr_assert_eq(config_set(&c, tok), NSA_OK, "%s", tok);
+    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " "))
+        cr_assert_eq(config_set(&c, tok), NSA_OK, "%s", tok);
     capture_stderr();
     int rc = config_validate(&c);
     expect_one_line(rc, captured(), want, set);
@@ -77,7 +78,8 @@ static void expect_valid(const char *set) {
     tiny(&c);
     char buf[256];
     snprintf(buf, sizeof buf, "%s", set);
-    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) cr_assert_eq(config_set(&c, tok), NSA_OK, "%s", tok);
+    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " "))
+        cr_assert_eq(config_set(&c, tok), NSA_OK, "%s", tok);
     cr_expect_eq(config_validate(&c), NSA_OK, "%s rejected", set);
 }
 
@@ -156,7 +158,8 @@ Test(config, rejects_absurd_sizes) {
     expect_invalid("seq_len=2097152", "config key seq_len: 2097152 is not in [1, 1048576]");
     expect_invalid("seq_len=0", "seq_len: 0");
     expect_invalid("batch_size=65537", "config key batch_size: 65537 is not in [1, 65536]");
-    expect_invalid("seq_len=1048576 batch_size=32", "batch_size x seq_len = 33554432 tokens is more than 16777216");
+    expect_invalid("seq_len=1048576 batch_size=32",
+                   "batch_size x seq_len = 33554432 tokens is more than 16777216");
     expect_invalid("eval_batches=65536 batch_size=512", "eval_batches x batch_size = 33554432 windows");
     // 64 layers of d_model 16384 and ffn 65536: 3·2^30 elements each, far past 2^31.
     expect_invalid("n_layers=64 d_model=16384 ffn_dim=65536 attn=dense", "parameters, more than 2147483648");
@@ -198,14 +201,18 @@ Test(config, enums_parse_once_and_print_back) {
     cr_assert_eq(config_set(&c, "kv = separate"), NSA_OK);
     cr_assert_eq(config_set(&c, "gate_act=softmax"), NSA_OK);
     cr_assert_eq(config_set(&c, "checkpoint=layer"), NSA_OK);
-    cr_expect(c.cmp_fn == CMP_LINEAR && c.kv == KV_SEPARATE && c.gate_act == GATE_SOFTMAX && c.checkpoint == CKPT_LAYER);
+    cr_expect(c.cmp_fn == CMP_LINEAR && c.kv == KV_SEPARATE && c.gate_act == GATE_SOFTMAX &&
+              c.checkpoint == CKPT_LAYER);
     cr_expect_str_eq(config_enum_name(config_key("cmp_fn"), &c), "linear");
     cr_expect_str_eq(config_enum_name(config_key("checkpoint"), &c), "layer");
-    cr_assert_eq(config_set_value(&c, config_key("cmp_fn"), "mean"), NSA_OK);
+    cr_assert_eq(config_set_value(&c, config_key("cmp_fn"), "mean", ""), NSA_OK);
     cr_expect_eq(c.cmp_fn, CMP_MEAN);
+    capture_stderr();
+    int rc = config_set_value(&c, config_key("kv"), "both", "ckpt.h5: /config: ");
+    expect_one_line(rc, captured(), "ckpt.h5: /config: config key kv: 'both' is not one of shared, separate", "kv");
 
     capture_stderr();
-    int rc = config_set(&c, "cmp_fn=conv");
+    rc = config_set(&c, "cmp_fn=conv");
     expect_one_line(rc, captured(), "config key cmp_fn: 'conv' is not one of mlp, linear, mean", "cmp_fn=conv");
     capture_stderr();
     rc = config_set(&c, "checkpoint=sometimes");
@@ -223,8 +230,9 @@ Test(config, enums_parse_once_and_print_back) {
     size_t n = fread(text, 1, sizeof text - 1, f);
     text[n] = 0;
     fclose(f);
-    cr_expect(strstr(text, "cmp_fn = mean\n") && strstr(text, "kv = separate\n") && strstr(text, "gate_act = softmax\n") &&
-              strstr(text, "checkpoint = layer\n"), "%s", text);
+    cr_expect(strstr(text, "cmp_fn = mean\n") && strstr(text, "kv = separate\n") &&
+                  strstr(text, "gate_act = softmax\n") && strstr(text, "checkpoint = layer\n"),
+              "%s", text);
     Config d;
     config_defaults(&d);
     cr_assert_eq(config_load(&d, path), NSA_OK);
@@ -356,7 +364,8 @@ Test(config, named_config_from_any_directory) {
     int rc = config_load(&c, "no_such_config");
     const char *err = captured();
     expect_one_line(rc, err, "cannot open config no_such_config", "missing name");
-    cr_expect(strstr(err, "/tmp/nsa_test_configs/no_such_config.cfg") && strstr(err, "/../data/configs/no_such_config.cfg") &&
+    cr_expect(strstr(err, "/tmp/nsa_test_configs/no_such_config.cfg") &&
+                  strstr(err, "/../data/configs/no_such_config.cfg") &&
                   strstr(err, ", data/configs/no_such_config.cfg"),
               "places not listed: %s", err);
     remove("/tmp/nsa_test_configs/seed12.cfg");

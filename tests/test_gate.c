@@ -66,7 +66,8 @@ static void check(GateAct act, uint64_t seed) {
                 e[0], e[1], e[2], e[3], e[4], e[5]);
     // A float expf and a division per gate, dot products of Dh = 8: measured <= 1.2e-7; 2e-6.
     for (int k = 0; k < 6; k++) cr_expect(e[k] <= 2e-6, "output %d: rel err %g", k, e[k]);
-    int same = memcmp(gw[0], gw[1], NZ * 4) == 0 && memcmp(y[0], y[1], NO * 4) == 0 && memcmp(dz[0], dz[1], NZ * 4) == 0;
+    int same = memcmp(gw[0], gw[1], NZ * 4) == 0 && memcmp(y[0], y[1], NO * 4) == 0 &&
+               memcmp(dz[0], dz[1], NZ * 4) == 0;
     for (int b = 0; b < 3; b++) same &= memcmp(dO[0][b], dO[1][b], NO * 4) == 0;
     cr_expect(same, "gate differs between 1 and 2 threads");
     for (int run = 0; run < 2; run++) {

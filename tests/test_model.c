@@ -6,6 +6,7 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/common.h"
 #include "eval/trace.h"
@@ -83,6 +84,41 @@ Test(model, checkpoint_round_trip_bit_identical) {
     free(am), free(av), free(bm), free(bv);
     model_free(&m);
     model_free(&r);
+    remove(path);
+}
+
+// A /config enum attribute that is none of its key's names: one error line naming the file.
+Test(model, checkpoint_bad_enum_is_one_line_error) {
+    Config c;
+    tiny_config(&c, "nsa");
+    Model m;
+    model_create(&m, &c);
+    const char *path = "/tmp/nsa_test_ckpt_badenum.h5";
+    cr_assert_eq(ckpt_save(path, &m, NULL, NULL, NULL), NSA_OK);
+    model_free(&m);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t cg = H5Gopen2(f, "config", H5P_DEFAULT);
+    cr_assert(H5Adelete(cg, "gate_act") >= 0);
+    cr_assert_eq(h5_attr_str(cg, "gate_act", "tanh"), NSA_OK);
+    H5Gclose(cg);
+    H5Fclose(f);
+    fflush(stderr);
+    FILE *cap = tmpfile();
+    int saved = dup(2);
+    dup2(fileno(cap), 2);
+    Model r;
+    int rc = ckpt_load(path, &r);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char err[1024] = "";
+    rewind(cap);
+    size_t n = fread(err, 1, sizeof err - 1, cap);
+    err[n] = 0;
+    fclose(cap);
+    cr_expect_eq(rc, NSA_ERR);
+    cr_expect_str_eq(err, "nsa: error: /tmp/nsa_test_ckpt_badenum.h5: /config: config key gate_act: 'tanh' is not "
+                          "one of sigmoid, softmax\n");
     remove(path);
 }
 
@@ -346,7 +382,10 @@ static void gates_differ(GateAct act) {
         for (int t = 0; t < T; t++)
             for (int b = 0; b < 3; b++) {
                 float lo = gw[t * 3 * H + b * H], hi = lo;
-                for (int h = 1; h < H; h++) lo = fminf(lo, gw[t * 3 * H + b * H + h]), hi = fmaxf(hi, gw[t * 3 * H + b * H + h]);
+                for (int h = 1; h < H; h++) {
+                    float v = gw[t * 3 * H + b * H + h];
+                    lo = fminf(lo, v), hi = fmaxf(hi, v);
+                }
                 head_spread += (hi - lo) / (3 * T);
             }
         cr_log_info("layer %d gate_act %d: spread across branches %.4g, across heads %.4g", l, act, branch_spread,
@@ -356,7 +395,8 @@ static void gates_differ(GateAct act) {
         cr_expect(branch_spread > 1e-3, "layer %d: gate std across branches %.3g <= 1e-3", l, branch_spread);
         cr_expect(head_spread > 1e-3, "layer %d: gate range across heads %.3g <= 1e-3", l, head_spread);
         if (act == GATE_SOFTMAX)  // each (token, head)'s three gates sum to 1
-            cr_expect(fabs(sum - T * H) < 1e-4 * T * H, "layer %d: softmax gates sum to %g, not %d", l, sum, T * H);
+            cr_expect(fabs(sum - T * H) < 1e-4 * T * H, "layer %d: softmax gates sum to %g, not %d", l, sum,
+                      T * H);
     }
     graph_free(&g);
     arena_free(&a);

@@ -77,20 +77,23 @@ static void check_cmp_case(NsaShape s, uint64_t seed) {
     size_t nq = (size_t)B * T * H * Dh, nl = (size_t)B * T * H, nc = (size_t)B * Nc * G * Dh;
     float *q = kref_randn(&r, nq, 1.0f), *kc = kref_randn(&r, nc, 1.0f), *vc = kref_randn(&r, nc, 1.0f);
     float *dout = kref_randn(&r, nq, 1.0f);
-    float *o = kref_zeros(nq), *lse = kref_zeros(nl), *dq = kref_zeros(nq), *dkc = kref_zeros(nc), *dvc = kref_zeros(nc);
+    float *o = kref_zeros(nq), *lse = kref_zeros(nl), *dq = kref_zeros(nq);
+    float *dkc = kref_zeros(nc), *dvc = kref_zeros(nc);
     void *work = nsa_malloc(nsa_cmp_attn_backward_work_bytes(&s));
     nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
     nsa_cmp_attn_backward(dq, dkc, dvc, dout, q, kc, vc, o, lse, work, &s);
 
-    double *ro = kref_dzeros(nq), *rl = kref_dzeros(nl), *rdq = kref_dzeros(nq), *rdk = kref_dzeros(nc), *rdv = kref_dzeros(nc);
+    double *ro = kref_dzeros(nq), *rl = kref_dzeros(nl), *rdq = kref_dzeros(nq);
+    double *rdk = kref_dzeros(nc), *rdv = kref_dzeros(nc);
     int *keys = nsa_malloc((size_t)(Nc + 1) * sizeof(int));
     for (int i = 0; i <= Nc; i++) keys[i] = i;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < H; h++) {
                 size_t qi = ((size_t)b * T + t) * H + h, kvo = ((size_t)b * Nc * G + h / rep) * Dh;
-                kref_attention_row(ro + qi * Dh, rl + qi, rdq + qi * Dh, rdk + kvo, rdv + kvo, q + qi * Dh,
-                        dout + qi * Dh, kc + kvo, vc + kvo, keys, ref_cmp_visible(&s, t), G, Dh);
+                kref_attention_row(ro + qi * Dh, rl + qi, rdq + qi * Dh, rdk + kvo, rdv + kvo,
+                                   q + qi * Dh, dout + qi * Dh, kc + kvo, vc + kvo, keys,
+                                   ref_cmp_visible(&s, t), G, Dh);
             }
     double e[5] = {kref_rel_err(o, ro, nq), kref_rel_err(lse, rl, nl), kref_rel_err(dq, rdq, nq),
                    kref_rel_err(dkc, rdk, nc), kref_rel_err(dvc, rdv, nc)};

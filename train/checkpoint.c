@@ -86,9 +86,10 @@ static int read_config_group(hid_t f, Config *c, const char *path) {
                 : k->type == CFG_REAL ? h5_read_attr_f64(g, k->name, dst)
                 : k->type == CFG_ENUM ? h5_read_attr_str(g, k->name, name, sizeof name)
                                       : h5_read_attr_str(g, k->name, dst, k->size);
-        if (r == 0 && k->type == CFG_ENUM && config_set_value(c, k, name) != NSA_OK) {
-            fprintf(stderr, "  (in the /config of %s)\n", path);
-            rc = NSA_ERR;
+        if (r == 0 && k->type == CFG_ENUM) {
+            char where[1100];
+            snprintf(where, sizeof where, "%s: /config: ", path);
+            if (config_set_value(c, k, name, where) != NSA_OK) rc = NSA_ERR;
         } else if (r == 1 && k->model && strcmp(k->name, "gate_hidden") && strcmp(k->name, "tie_embeddings") &&
             strcmp(k->name, "rope_theta") && strcmp(k->name, "norm_eps") && strcmp(k->name, "cmp_fn") &&
             strcmp(k->name, "kv") && strcmp(k->name, "gate_act")) {
