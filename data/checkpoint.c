@@ -16,6 +16,7 @@ static int write_config(hid_t f, const Config *c) {
         const void *src = (const char *)c + k->offset;
         if (k->type == CFG_INT) rc = h5_attr_i64(g, k->name, *(const int64_t *)src);
         else if (k->type == CFG_REAL) rc = h5_attr_f64(g, k->name, *(const double *)src);
+        else if (k->type == CFG_ENUM) rc = h5_attr_str(g, k->name, config_enum_name(k, c));
         else rc = h5_attr_str(g, k->name, (const char *)src);
     }
     H5Gclose(g);
@@ -74,10 +75,16 @@ static int read_config_group(hid_t f, Config *c, const char *path) {
     for (int i = 0; i < cfg_n_keys && rc == NSA_OK; i++) {
         const CfgKey *k = &cfg_keys[i];
         void *dst = (char *)c + k->offset;
+        char name[64];  // CFG_ENUM: the stored spelling
         int r = k->type == CFG_INT    ? h5_read_attr_i64(g, k->name, dst)
                 : k->type == CFG_REAL ? h5_read_attr_f64(g, k->name, dst)
+                : k->type == CFG_ENUM ? h5_read_attr_str(g, k->name, name, sizeof name)
                                       : h5_read_attr_str(g, k->name, dst, k->size);
-        if (r == 1 && k->model && strcmp(k->name, "gate_hidden") && strcmp(k->name, "tie_embeddings") &&
+        if (r == 0 && k->type == CFG_ENUM) {
+            char where[1100];
+            snprintf(where, sizeof where, "%s: /config: ", path);
+            if (config_set_value(c, k, name, where) != NSA_OK) rc = NSA_ERR;
+        } else if (r == 1 && k->model && strcmp(k->name, "gate_hidden") && strcmp(k->name, "tie_embeddings") &&
             strcmp(k->name, "rope_theta") && strcmp(k->name, "norm_eps") && strcmp(k->name, "cmp_fn") &&
             strcmp(k->name, "kv") && strcmp(k->name, "gate_act")) {
             nsa_error("%s: /config lacks model key %s", path, k->name);
