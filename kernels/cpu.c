@@ -18,13 +18,21 @@ static int is_avx512_core(const char *name) {
                     !strcasecmp(name, "SapphireRapids"));
 }
 
-void cpu_setup(int argc, char **argv) {
-    (void)argc;
+void cpu_detect(void) {
+    if (nsa_cpu.detected) return;
     __builtin_cpu_init();
     nsa_cpu.avx2 = __builtin_cpu_supports("avx2");
     nsa_cpu.fma = __builtin_cpu_supports("fma");
+    nsa_cpu.f16c = __builtin_cpu_supports("f16c");
     nsa_cpu.avx512f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    nsa_cpu.avx512vnni = nsa_cpu.avx512f && __builtin_cpu_supports("avx512vnni");
+    nsa_cpu.detected = 1;
+}
+
+void cpu_setup(int argc, char **argv) {
+    (void)argc;
+    cpu_detect();
     // Upgrade an unset or pre-AVX-512 core type (machines here even export
     // OPENBLAS_CORETYPE=Haswell): sgemm runs about twice as fast with the SkylakeX kernels.
     const char *core = getenv("OPENBLAS_CORETYPE");
