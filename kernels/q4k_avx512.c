@@ -1,14 +1,16 @@
-// q4k_avx512.c: the Q4_K product with AVX-512 VNNI (vpdpbusd), sixteen weight rows per vector.
+// q4k_avx512.c: the Q4_K product with AVX-512 VNNI (vpdpbusd).
 //
 // Compiled for AVX-512 by function attribute, so the file builds for any x86-64 and runs
-// only where q4k.c's dispatch found the features. Layout: a group of 16 weight rows is
-// unpacked block by block into vectors whose lane r belongs to row r (four 4-bit weights
-// widened to bytes per lane), with its scales and mins likewise; an activation's four
-// bytes are then broadcast to all lanes, so one vpdpbusd advances 16 outputs by 4 terms
-// and the integer sums S1, S2 of q4k.h come out one lane per row, with no horizontal
-// adds. The transposition costs a few instructions per 144-byte block and is shared by
-// every activation row of the call. The float steps are q4k.h's, lane by lane, in the
-// same order as q4k_rows_ref: the results are bit-identical to it.
+// only where q4k.c's dispatch found the features. Two kernels, bit-identical to
+// q4k_rows_ref and so to each other (q4k.h: integer sums, then one fixed float sequence):
+//  - few activation rows (decoding, matvec): each weight row's block is dotted in its own
+//    layout and sixteen rows' partial sums are folded into one vector by a transposing
+//    tree; the weights are touched once, with no rearranging, which a memory-bound
+//    product cannot afford;
+//  - many activation rows: a group of 16 weight rows is transposed block by block so that
+//    lane r of every vector belongs to row r, then an activation's four bytes are
+//    broadcast and one vpdpbusd advances 16 outputs by 4 terms, with no horizontal adds.
+//    The transposition is paid once per block and shared by every activation row.
 #include <immintrin.h>
 #include <string.h>
 
@@ -19,10 +21,182 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
 enum {
-    G = 16,   // weight rows per group: one per 32-bit lane
-    TI = 4,   // activation rows per register tile (4 x 16 outputs in flight)
-    BCH = 4,  // blocks unpacked at a time (about 20 KB: stays in L1 across the tile loop)
+    G = 16,    // weight rows per group: one per 32-bit lane
+    FEW = 4,   // up to this many activation rows: the direct kernel
+    TI = 4,    // tile kernel: activation rows per register tile (4 x 16 outputs in flight)
+    BCH = 4,   // tile kernel: blocks unpacked at a time (about 20 KB: stays in L1)
 };
+
+static inline int32_t load32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+// ---------------------------------------------------------------------------- block headers
+
+// The first 16 bytes (d, dmin, scales[12]) of four blocks, one per 128-bit lane.
+INLINE __m512i load_headers4(const uint8_t *b0, const uint8_t *b1, const uint8_t *b2, const uint8_t *b3) {
+    __m512i h = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b0));
+    h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b1), 1);
+    h = _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b2), 2);
+    return _mm512_inserti32x4(h, _mm_loadu_si128((const __m128i *)b3), 3);
+}
+
+// q4k_unpack_scales on each 128-bit lane of load_headers4: bytes [sc0..sc7, m0..m7].
+// Byte i of scales[] sits at header byte 4 + i. The low bits come from one shuffle (sc0-3
+// and m0-3 are bytes 0-7 masked to 6 bits, sc4-7 and m4-7 the low and high nibbles of bytes
+// 8-11), the top two bits of sc4-7 and m4-7 from the top bits of bytes 0-3 and 4-7.
+INLINE __m512i unpack_scales4(__m512i h) {
+    const __m512i idx_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i idx_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    const __m512i mask_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m512i mask_nib = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    __m512i a = _mm512_shuffle_epi8(h, idx_lo), b = _mm512_shuffle_epi8(h, idx_hi);
+    __m512i lo = _mm512_or_si512(_mm512_and_si512(a, mask_lo), _mm512_and_si512(_mm512_srli_epi16(a, 4), mask_nib));
+    // (byte >> 6) << 4 == (byte >> 2) & 0x30; the 16-bit shift's spill from the next byte is masked off.
+    __m512i hi = _mm512_and_si512(_mm512_srli_epi16(b, 2), _mm512_set1_epi8(0x30));
+    return _mm512_or_si512(lo, hi);
+}
+
+// d and dmin of 16 rows (lanes) from their four load_headers4 vectors.
+INLINE void headers_d(__m512 *d, __m512 *dmin, const __m512i h[4]) {
+    const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i lo = _mm512_permutex2var_epi32(h[0], first, h[1]), hi = _mm512_permutex2var_epi32(h[2], first, h[3]);
+    __m512i dm = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);  // d | dmin << 16 per row
+    *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+    *dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
+}
+
+// Sub-block scales and mins of 16 rows, lanes = rows, from their four unpack_scales4
+// vectors: sc[j] (int32) and mp[p] = m_2p | m_2p+1 << 16 (an int16 pair for vpdpwssd).
+// Dwords 0-3 of a row's 128-bit lane are sc0-3, sc4-7, m0-3, m4-7.
+INLINE void scales_lanes(__m512i sc[8], __m512i mp[4], const __m512i u[4]) {
+    const __m512i pick_sc = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i pick_m = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    __m512i s01 = _mm512_permutex2var_epi32(u[0], pick_sc, u[1]), s23 = _mm512_permutex2var_epi32(u[2], pick_sc, u[3]);
+    __m512i m01 = _mm512_permutex2var_epi32(u[0], pick_m, u[1]), m23 = _mm512_permutex2var_epi32(u[2], pick_m, u[3]);
+    __m512i four[2], mins[2];
+    four[0] = _mm512_shuffle_i64x2(s01, s23, 0x44), four[1] = _mm512_shuffle_i64x2(s01, s23, 0xEE);
+    mins[0] = _mm512_shuffle_i64x2(m01, m23, 0x44), mins[1] = _mm512_shuffle_i64x2(m01, m23, 0xEE);
+    // vpshufb indexes bytes of the 128-bit lane: dword l of it starts at byte 4l.
+    for (int j = 0; j < 8; j++) {
+        const int b = j % 4;
+        sc[j] = _mm512_shuffle_epi8(four[j / 4], _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, -1, -1, 4 + b, -1, -1, -1, 8 + b, -1, -1, -1, 12 + b, -1, -1, -1)));
+    }
+    for (int p = 0; p < 4; p++) {
+        const int b = 2 * (p % 2);
+        mp[p] = _mm512_shuffle_epi8(mins[p / 2], _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, b + 1, -1, 4 + b, -1, 5 + b, -1, 8 + b, -1, 9 + b, -1, 12 + b, -1, 13 + b, -1)));
+    }
+}
+
+// ---------------------------------------------------------------------------- few activation rows
+
+INLINE __m512i pair32(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+}
+INLINE __m512i pair64(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+// Sums of 128-bit lanes (0+1, 2+3) of a and of b: [a01, a23, b01, b23].
+INLINE __m512i pair128(__m512i a, __m512i b) {
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD));
+}
+
+// 128-bit lanes (lo, lo, hi, hi).
+INLINE __m512i lanes_2x2(__m128i lo, __m128i hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(lo)), _mm256_broadcastsi128_si256(hi), 1);
+}
+
+// A block's 128 bytes of quants as four 64-byte nibble planes: the low and high nibbles of
+// qs[0:64] and of qs[64:128]. Plane c holds two sub-blocks, one per 32-byte half:
+// (0,2), (1,3), (4,6), (5,7).
+INLINE void planes(__m512i pl[4], const uint8_t *blk) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    __m512i q0 = _mm512_loadu_si512(blk + 16), q1 = _mm512_loadu_si512(blk + 80);
+    pl[0] = _mm512_and_si512(q0, low4);
+    pl[1] = _mm512_and_si512(_mm512_srli_epi16(q0, 4), low4);
+    pl[2] = _mm512_and_si512(q1, low4);
+    pl[3] = _mm512_and_si512(_mm512_srli_epi16(q1, 4), low4);
+}
+
+// The activation bytes that meet plane c.
+INLINE void act_planes(__m512i act[4], const Q8Block *a) {
+    static const int off[4][2] = {{0, 64}, {32, 96}, {128, 192}, {160, 224}};
+    for (int c = 0; c < 4; c++)
+        act[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a->qs + off[c][0]))),
+                                    _mm256_loadu_si256((const __m256i *)(a->qs + off[c][1])), 1);
+}
+
+// A vector whose lanes sum to S1 of one weight row's block and one activation block.
+// vpackssdw of planes (0,1) puts, in 128-bit lane k, four int16 of plane 0 then four of
+// plane 1, i.e. of sub-blocks (0,1) for k < 2 and (2,3) for k >= 2 (planes (2,3): 4-7);
+// sc01 and sc23 are the matching scale patterns. A dpbusd lane holds 4 products of at
+// most 15·127, so the int16 packing cannot saturate.
+INLINE __m512i row_s1(const __m512i pl[4], const __m512i act[4], __m512i sc01, __m512i sc23) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i p01 = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, pl[0], act[0]), _mm512_dpbusd_epi32(z, pl[1], act[1]));
+    __m512i p23 = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, pl[2], act[2]), _mm512_dpbusd_epi32(z, pl[3], act[3]));
+    return _mm512_add_epi32(_mm512_madd_epi16(p01, sc01), _mm512_madd_epi16(p23, sc23));
+}
+
+// Y[i·rows + g0 + r] for activation rows i < ni of A (A[b·n + i]) and weight rows r < nrow
+// of the group at g0. Per block: the rows' S1 vectors go through a transposing tree
+// (pair32, pair64 per quad of rows, pair128 across quads) that leaves S1 one lane per
+// row; S2 and the float steps then work in that layout.
+INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, const Q8Block *A, int64_t n,
+                     int64_t nb, int64_t g0, int nrow) {
+    const __m512i pick01 = lanes_2x2(_mm_setr_epi8(0, -1, 0, -1, 0, -1, 0, -1, 1, -1, 1, -1, 1, -1, 1, -1),
+                                     _mm_setr_epi8(2, -1, 2, -1, 2, -1, 2, -1, 3, -1, 3, -1, 3, -1, 3, -1));
+    const __m512i pick23 = lanes_2x2(_mm_setr_epi8(4, -1, 4, -1, 4, -1, 4, -1, 5, -1, 5, -1, 5, -1, 5, -1),
+                                     _mm_setr_epi8(6, -1, 6, -1, 6, -1, 6, -1, 7, -1, 7, -1, 7, -1, 7, -1));
+    const int64_t row_bytes = nb * Q4K_BLOCK_BYTES;
+    const uint8_t *row[G];
+    for (int r = 0; r < G; r++) row[r] = W + (g0 + (r < nrow ? r : 0)) * row_bytes;  // a tail repeats row 0, unused
+    __m512 acc[FEW];
+    for (int i = 0; i < ni; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const Q8Block *a = A + b * n;
+        __m512i act[FEW][4];
+        for (int i = 0; i < ni; i++) act_planes(act[i], a + i);
+        const int64_t off = b * Q4K_BLOCK_BYTES;
+        __m512i h[4], sc4[4], u[4][FEW];
+        for (int q = 0; q < 4; q++) {
+            const uint8_t *blk[4] = {row[4 * q] + off, row[4 * q + 1] + off, row[4 * q + 2] + off, row[4 * q + 3] + off};
+            h[q] = load_headers4(blk[0], blk[1], blk[2], blk[3]);
+            sc4[q] = unpack_scales4(h[q]);
+            __m512i t[2][FEW];
+            for (int k = 0; k < 4; k += 2) {
+                __m512i r0[FEW], r1[FEW], pl[4];
+                __m512i s = _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55 * k);  // row k's [sc | m] in every lane
+                planes(pl, blk[k]);
+                __m512i sc01 = _mm512_shuffle_epi8(s, pick01), sc23 = _mm512_shuffle_epi8(s, pick23);
+                for (int i = 0; i < ni; i++) r0[i] = row_s1(pl, act[i], sc01, sc23);
+                s = _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55 * (k + 1));
+                planes(pl, blk[k + 1]);
+                sc01 = _mm512_shuffle_epi8(s, pick01), sc23 = _mm512_shuffle_epi8(s, pick23);
+                for (int i = 0; i < ni; i++) r1[i] = row_s1(pl, act[i], sc01, sc23);
+                for (int i = 0; i < ni; i++) t[k / 2][i] = pair32(r0[i], r1[i]);
+            }
+            for (int i = 0; i < ni; i++) u[q][i] = pair64(t[0][i], t[1][i]);  // 128-bit lane k: rows 4q..4q+3
+        }
+        __m512i sc[8], mp[4];
+        scales_lanes(sc, mp, sc4);
+        __m512 d, dmin;
+        headers_d(&d, &dmin, h);
+        for (int i = 0; i < ni; i++) {
+            __m512i s1 = pair128(pair128(u[0][i], u[1][i]), pair128(u[2][i], u[3][i]));  // lane r: row r
+            __m512i s2 = _mm512_setzero_si512();
+            for (int p = 0; p < 4; p++) s2 = _mm512_dpwssd_epi32(s2, mp[p], _mm512_set1_epi32(load32(&a[i].bsum[2 * p])));
+            // acc + da·(d·S1 − dmin·S2), the order of q4k_rows_ref (no FMA).
+            __m512 f = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(s1)), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(s2)));
+            acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(a[i].d), f));
+        }
+    }
+    for (int i = 0; i < ni; i++) _mm512_mask_storeu_ps(Y + i * rows + g0, (__mmask16)((1u << nrow) - 1), acc[i]);
+}
+
+// ---------------------------------------------------------------------------- many activation rows
 
 // One block of a 16-row group, lanes = rows.
 typedef struct {
@@ -74,29 +248,13 @@ INLINE void unpack_block(Unpacked *u, const uint8_t *const blk[G]) {
         transpose16(y, x);
         for (int k = 0; k < G; k++) u->q[first[s] + (k < 8 ? k : k + 8)] = y[k];
     }
-    uint8_t scT[8][G], mT[8][G];
-    uint16_t dh[G], mh[G];
-    for (int r = 0; r < G; r++) {
-        uint8_t sc[8], m[8];
-        q4k_unpack_scales(sc, m, blk[r] + 4);
-        for (int j = 0; j < 8; j++) scT[j][r] = sc[j], mT[j][r] = m[j];
-        memcpy(&dh[r], blk[r], 2);
-        memcpy(&mh[r], blk[r] + 2, 2);
+    __m512i h[4], sc4[4];
+    for (int q = 0; q < 4; q++) {
+        h[q] = load_headers4(blk[4 * q], blk[4 * q + 1], blk[4 * q + 2], blk[4 * q + 3]);
+        sc4[q] = unpack_scales4(h[q]);
     }
-    for (int j = 0; j < 8; j++) u->sc[j] = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)scT[j]));
-    for (int p = 0; p < 4; p++) {
-        __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)mT[2 * p]));
-        __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)mT[2 * p + 1]));
-        u->mp[p] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
-    }
-    u->d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dh));
-    u->dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)mh));
-}
-
-static inline int32_t load32(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
+    scales_lanes(u->sc, u->mp, sc4);
+    headers_d(&u->d, &u->dmin, h);
 }
 
 // acc[0..ti) (16 outputs each) += blocks u[0..nbc) against activation rows a[ti·?]: a[t]
@@ -141,25 +299,36 @@ INLINE void tile_rows(const int ti, float *accbuf, const Unpacked *u, int nbc, c
 
 TARGET size_t q4k_rows_avx512_scratch(int64_t n, int64_t nb) {
     (void)nb;
-    return BCH * sizeof(Unpacked) + (size_t)n * G * sizeof(float);
+    return n <= FEW ? 0 : BCH * sizeof(Unpacked) + (size_t)n * G * sizeof(float);
 }
 
 TARGET void q4k_rows_avx512(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb,
                             int64_t r0, int64_t r1, void *scratch) {
+    if (n <= FEW) {
+        for (int64_t g0 = r0; g0 < r1; g0 += G) {
+            const int nrow = (int)(r1 - g0 < G ? r1 - g0 : G);
+            switch (n) {
+            case 1: rows_few(1, Y, rows, W, A, n, nb, g0, nrow); break;
+            case 2: rows_few(2, Y, rows, W, A, n, nb, g0, nrow); break;
+            case 3: rows_few(3, Y, rows, W, A, n, nb, g0, nrow); break;
+            default: rows_few(4, Y, rows, W, A, n, nb, g0, nrow); break;
+            }
+        }
+        return;
+    }
     Unpacked *u = scratch;
     float *accbuf = (float *)(u + BCH);
     const int64_t row_bytes = nb * Q4K_BLOCK_BYTES;
     for (int64_t g0 = r0; g0 < r1; g0 += G) {
         const int nrow = (int)(r1 - g0 < G ? r1 - g0 : G);
-        const uint8_t *blk[G];
-        for (int r = 0; r < G; r++) blk[r] = r < nrow ? W + (g0 + r) * row_bytes : zero_block;
         memset(accbuf, 0, (size_t)n * G * sizeof(float));
         for (int64_t b0 = 0; b0 < nb; b0 += BCH) {
             const int nbc = (int)(nb - b0 < BCH ? nb - b0 : BCH);
             for (int bb = 0; bb < nbc; bb++) {
-                const uint8_t *rb[G];
-                for (int r = 0; r < G; r++) rb[r] = blk[r] + (r < nrow ? (b0 + bb) * Q4K_BLOCK_BYTES : 0);
-                unpack_block(&u[bb], rb);
+                const uint8_t *blk[G];
+                for (int r = 0; r < G; r++)
+                    blk[r] = r < nrow ? W + (g0 + r) * row_bytes + (b0 + bb) * Q4K_BLOCK_BYTES : zero_block;
+                unpack_block(&u[bb], blk);
             }
             int64_t i0 = 0;
             for (; i0 + TI <= n; i0 += TI) tile_rows(TI, accbuf, u, nbc, A, n, i0, b0);
