@@ -165,16 +165,16 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
             const uint8_t *blk[4] = {row[4 * q] + off, row[4 * q + 1] + off, row[4 * q + 2] + off, row[4 * q + 3] + off};
             h[q] = load_headers4(blk[0], blk[1], blk[2], blk[3]);
             sc4[q] = unpack_scales4(h[q]);
+            const __m512i s[4] = {_mm512_shuffle_i32x4(sc4[q], sc4[q], 0x00), _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55),
+                                  _mm512_shuffle_i32x4(sc4[q], sc4[q], 0xAA), _mm512_shuffle_i32x4(sc4[q], sc4[q], 0xFF)};
             __m512i t[2][FEW];
-            for (int k = 0; k < 4; k += 2) {
+            for (int k = 0; k < 4; k += 2) {  // s[k]: row k's [sc | m] in every lane
                 __m512i r0[FEW], r1[FEW], pl[4];
-                __m512i s = _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55 * k);  // row k's [sc | m] in every lane
                 planes(pl, blk[k]);
-                __m512i sc01 = _mm512_shuffle_epi8(s, pick01), sc23 = _mm512_shuffle_epi8(s, pick23);
+                __m512i sc01 = _mm512_shuffle_epi8(s[k], pick01), sc23 = _mm512_shuffle_epi8(s[k], pick23);
                 for (int i = 0; i < ni; i++) r0[i] = row_s1(pl, act[i], sc01, sc23);
-                s = _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55 * (k + 1));
                 planes(pl, blk[k + 1]);
-                sc01 = _mm512_shuffle_epi8(s, pick01), sc23 = _mm512_shuffle_epi8(s, pick23);
+                sc01 = _mm512_shuffle_epi8(s[k + 1], pick01), sc23 = _mm512_shuffle_epi8(s[k + 1], pick23);
                 for (int i = 0; i < ni; i++) r1[i] = row_s1(pl, act[i], sc01, sc23);
                 for (int i = 0; i < ni; i++) t[k / 2][i] = pair32(r0[i], r1[i]);
             }

@@ -3,6 +3,7 @@
 // half-float conversion against the F16C instructions, every fast path against the
 // reference product, the product against float64 loops, padding, batch and thread invariance.
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <hdf5.h>
 #include <immintrin.h>
 #include <math.h>
@@ -429,11 +430,17 @@ Test(q4k, path_from_environment) {
             cr_expect_eq(q4k_setup(), NSA_ERR);
         }
     }
-    setenv("NSA_Q4K_PATH", "sse9", 1);
-    cr_expect_eq(q4k_setup(), NSA_ERR);
     unsetenv("NSA_Q4K_PATH");
     cr_expect_eq(q4k_setup(), NSA_OK);
     cpu_detect();
     const char *best = nsa_cpu.avx512f && nsa_cpu.avx512vnni ? "avx512" : nsa_cpu.avx2 ? "avx2" : "ref";
     cr_expect_str_eq(q4k_path_name(), best);
+}
+
+Test(q4k, unknown_path_one_line_error) {
+    cr_redirect_stderr();
+    setenv("NSA_Q4K_PATH", "sse9", 1);
+    cr_expect_eq(q4k_setup(), NSA_ERR);
+    fflush(stderr);
+    cr_expect_stderr_eq_str("nsa: error: NSA_Q4K_PATH=sse9: unknown Q4_K kernel path (ref, avx2 or avx512)\n");
 }
