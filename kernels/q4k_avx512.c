@@ -23,6 +23,10 @@
 enum {
     G = 16,    // weight rows per group: one per 32-bit lane
     FEW = 4,   // up to this many activation rows: the direct kernel
+    // Direct kernel: blocks ahead to prefetch in each of its 16 row streams. The hardware
+    // prefetchers alone kept a 16384 x 16384 matvec near 55 % of read bandwidth; this,
+    // over 90 % (2 to 4 measured alike).
+    PREFETCH = 2,
     TI = 4,    // tile kernel: activation rows per register tile (4 x 16 outputs in flight)
     BCH = 4,   // tile kernel: blocks unpacked at a time (about 20 KB: stays in L1)
 };
@@ -157,6 +161,11 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
     for (int i = 0; i < ni; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const Q8Block *a = A + b * n;
+        if (b + PREFETCH < nb)
+            for (int r = 0; r < G; r++) {
+                const char *p = (const char *)row[r] + (b + PREFETCH) * Q4K_BLOCK_BYTES;
+                _mm_prefetch(p, _MM_HINT_T0), _mm_prefetch(p + 64, _MM_HINT_T0), _mm_prefetch(p + 143, _MM_HINT_T0);
+            }
         __m512i act[FEW][4];
         for (int i = 0; i < ni; i++) act_planes(act[i], a + i);
         const int64_t off = b * Q4K_BLOCK_BYTES;
