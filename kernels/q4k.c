@@ -269,12 +269,9 @@ static void act_quantize_block(Q8Block *o, const float *x) {
         return;
     }
     if (amax < ACT_TINY) return;
+    // |x·iscale| <= amax·(127/amax) <= 127·(1 + 2^-24)^2 < 127.5: rint stays within ±127.
     const float iscale = 127.f / amax;
-    for (int t = 0; t < Q4K_BLOCK; t++) {
-        float v = rintf(x[t] * iscale);
-        v = v > 127.f ? 127.f : v < -127.f ? -127.f : v;
-        o->qs[t] = (int8_t)(int)v;
-    }
+    for (int t = 0; t < Q4K_BLOCK; t++) o->qs[t] = (int8_t)(int)rintf(x[t] * iscale);
     for (int j = 0; j < 8; j++) {
         int s = 0;
         for (int t = 0; t < SUB; t++) s += o->qs[SUB * j + t];
