@@ -1,4 +1,5 @@
-// bench_q4k.c: `nsa bench q4k`: Q4_K matvec and matmul against read bandwidth, sgemv and sgemm, all measured in one run.
+// bench_q4k.c: `nsa bench q4k`: Q4_K matvec and matmul against read bandwidth, sgemv and sgemm, all measured
+// in one run.
 //
 // Absolute speeds on a shared two-core machine say little, so every figure is a ratio of
 // two measurements taken here, back to back, with the same threads.
@@ -16,11 +17,11 @@
 #include "kernels/q4k.h"
 
 enum {
-    MV = 16384,      // matvec: MV x MV weights, 1 GiB as float32, 144 MiB as Q4_K
-    MM_N = 512,      // matmul: activation rows
-    MM_D = 4096,     // matmul: MM_D x MM_D weights
-    DISTINCT = 256,  // distinct rows quantized (see q4k_matrix)
-    SGEMV_ROWS = 64, // rows per sgemv call, as gemm.c's chunks
+    MV = 16384,       // matvec: MV x MV weights, 1 GiB as float32, 144 MiB as Q4_K
+    MM_N = 512,       // matmul: activation rows
+    MM_D = 4096,      // matmul: MM_D x MM_D weights
+    DISTINCT = 256,   // distinct rows quantized (see q4k_matrix)
+    SGEMV_ROWS = 64,  // rows per sgemv call, as gemm.c's chunks
 };
 
 // Uniform in [-scale, scale), from the element index: cheap and parallel (a 1 GiB buffer).
@@ -87,8 +88,8 @@ static void run_sgemv(Ctx *c) {
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < chunks; k++) {
         int64_t r0 = k * SGEMV_ROWS, nr = c->rows - r0 < SGEMV_ROWS ? c->rows - r0 : SGEMV_ROWS;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nr, (int)c->cols, 1.0f, c->w + r0 * c->cols, (int)c->cols, c->x,
-                    1, 0.0f, c->y + r0, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nr, (int)c->cols, 1.0f, c->w + r0 * c->cols,
+                    (int)c->cols, c->x, 1, 0.0f, c->y + r0, 1);
     }
 }
 
@@ -124,7 +125,8 @@ int bench_q4k_run(FILE *out) {
     float *x = nsa_malloc((size_t)MV * sizeof(float)), *y = nsa_malloc((size_t)MV * sizeof(float));
     fill(x, MV, 2, 1.0f);
     const double q_bytes = (double)MV * (double)q4k_row_bytes(MV), f_bytes = (double)MV * MV * sizeof(float);
-    Ctx c = {.buf = w, .bytes = (size_t)f_bytes, .q = q, .w = w, .x = x, .y = y, .n = 1, .rows = MV, .cols = MV};
+    Ctx c = {
+        .buf = w, .bytes = (size_t)f_bytes, .q = q, .w = w, .x = x, .y = y, .n = 1, .rows = MV, .cols = MV};
     // Every timed matvec follows a read of the whole 1 GiB buffer: a bandwidth sample, and a
     // flush, so that the 144 MiB of Q4_K come from memory and not from a large L3 (this
     // machine reports 508 MiB of L3 for the socket). Alternating also exposes both figures
@@ -153,13 +155,13 @@ int bench_q4k_run(FILE *out) {
 
     fprintf(out, "  %-58s %12s %10s %7s\n", "measurement", "result", "ratio", "goal");
     fprintf(out, "  %-58s %7.1f GB/s %10s %7s\n", "read bandwidth: sum of a 1 GiB buffer", bw, "", "");
-    fprintf(out, "  %-58s %7.1f GB/s %9.0f%% %7s\n", "Q4_K matvec 16384 x 16384 (144 MiB), Q4_K bytes read", q_gbs,
-            100.0 * q_gbs / bw, ">= 80%");
+    fprintf(out, "  %-58s %7.1f GB/s %9.0f%% %7s\n", "Q4_K matvec 16384 x 16384 (144 MiB), Q4_K bytes read",
+            q_gbs, 100.0 * q_gbs / bw, ">= 80%");
     fprintf(out, "  %-58s %7.2f ms   %9.1fx %7s\n", "float32 sgemv of the same matrix (1 GiB) vs Q4_K matvec",
             t_sgemv * 1e3, t_sgemv / t_q4k, ">= 5x");
     fprintf(out, "  %-58s %6.1f GF/s %10s %7s\n", "float32 sgemm 512 x 4096 x 4096 (gemm.c's threading)",
             flops / t_sgemm / 1e9, "", "");
-    fprintf(out, "  %-58s %6.1f GF/s %9.2fx %7s\n", "Q4_K matmul of the same shape vs float32 sgemm", flops / t_mm / 1e9,
-            t_sgemm / t_mm, ">= 0.7x");
+    fprintf(out, "  %-58s %6.1f GF/s %9.2fx %7s\n", "Q4_K matmul of the same shape vs float32 sgemm",
+            flops / t_mm / 1e9, t_sgemm / t_mm, ">= 0.7x");
     return NSA_OK;
 }

@@ -1,4 +1,4 @@
-// q4k.c: Q4_K quantizer and dequantizer (ggml's reference algorithm), int8 activation blocks, the portable reference product and the path dispatch.
+// q4k.c: Q4_K quantizer/dequantizer as ggml's, int8 activations, the reference product, path dispatch.
 //
 // The quantizer must give ggml's bytes, so it repeats ggml's float operations in ggml's
 // order. Two things keep the compiler from changing them: GCC in ISO C mode (-std=c11)
@@ -305,8 +305,8 @@ void q4k_act_dequant(float *xq, const float *x, int64_t cols) {
 // ---------------------------------------------------------------------------- reference product
 
 // The definition in q4k.h, one output at a time.
-void q4k_rows_ref(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb, int64_t r0,
-                  int64_t r1, void *scratch) {
+void q4k_rows_ref(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb,
+                  int64_t r0, int64_t r1, void *scratch) {
     (void)scratch;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *wr = W + r * nb * Q4K_BLOCK_BYTES;
@@ -341,7 +341,8 @@ size_t q4k_rows_ref_scratch(int64_t n, int64_t nb) {
 
 // ---------------------------------------------------------------------------- dispatch
 
-static const char *const path_names[] = {[Q4K_PATH_REF] = "ref", [Q4K_PATH_AVX2] = "avx2", [Q4K_PATH_AVX512] = "avx512"};
+static const char *const path_names[] = {
+    [Q4K_PATH_REF] = "ref", [Q4K_PATH_AVX2] = "avx2", [Q4K_PATH_AVX512] = "avx512"};
 
 const char *q4k_path_str(Q4kPath p) {
     return p >= Q4K_PATH_REF && p <= Q4K_PATH_AVX512 ? path_names[p] : "?";
@@ -360,7 +361,7 @@ int q4k_path_supported(Q4kPath p) {
 int q4k_setup(void) {
     Q4kPath p = q4k_path_supported(Q4K_PATH_AVX512) ? Q4K_PATH_AVX512
                 : q4k_path_supported(Q4K_PATH_AVX2) ? Q4K_PATH_AVX2
-                                                     : Q4K_PATH_REF;
+                                                    : Q4K_PATH_REF;
     const char *env = getenv("NSA_Q4K_PATH");
     if (env && *env) {
         Q4kPath want = 0;
@@ -371,9 +372,10 @@ int q4k_setup(void) {
             return NSA_ERR;
         }
         if (!q4k_path_supported(want)) {
-            nsa_error("NSA_Q4K_PATH=%s: this CPU cannot run it (avx2 needs AVX2, FMA and F16C; avx512 needs "
-                      "AVX-512 F/BW/DQ/VL and VNNI)",
-                      env);
+            nsa_error(
+                "NSA_Q4K_PATH=%s: this CPU cannot run it (avx2 needs AVX2, FMA and F16C; avx512 needs "
+                "AVX-512 F/BW/DQ/VL and VNNI)",
+                env);
             return NSA_ERR;
         }
         p = want;
@@ -394,7 +396,8 @@ const char *q4k_path_name(void) { return q4k_path_str(active_path()); }
 // 256-row layer still gives both threads work.
 #define ROW_CHUNK 32
 
-void q4k_matmul_path(Q4kPath p, float *Y, const uint8_t *W, const float *X, int64_t n, int64_t rows, int64_t cols) {
+void q4k_matmul_path(Q4kPath p, float *Y, const uint8_t *W, const float *X, int64_t n, int64_t rows,
+                     int64_t cols) {
     NSA_ASSERT(q4k_path_supported(p));
     if (n <= 0 || rows <= 0) return;
     int64_t nb = q4k_row_blocks(cols);

@@ -1,4 +1,4 @@
-// q4k.h: Q4_K weights in ggml's block_q4_K format (quantize, dequantize) and the fused int8 matvec/matmul on them.
+// q4k.h: Q4_K weights (ggml's block_q4_K): quantize, dequantize, and the fused int8 matvec/matmul.
 //
 // A row of `cols` weights is padded with zeros to a multiple of 256 and stored as
 // q4k_row_blocks(cols) blocks of 144 bytes, laid out exactly as ggml's block_q4_K:
@@ -69,10 +69,11 @@ typedef enum { Q4K_PATH_REF = 1, Q4K_PATH_AVX2, Q4K_PATH_AVX512 } Q4kPath;
 // run. main calls it; q4k_matvec/q4k_matmul call it on first use if nobody did (and
 // abort on that error, which main should have reported first).
 int q4k_setup(void);
-const char *q4k_path_name(void);        // the chosen path ("ref", "avx2", "avx512")
-const char *q4k_path_str(Q4kPath p);    // any path's name
-int q4k_path_supported(Q4kPath p);      // whether this CPU can run it
+const char *q4k_path_name(void);      // the chosen path ("ref", "avx2", "avx512")
+const char *q4k_path_str(Q4kPath p);  // any path's name
+int q4k_path_supported(Q4kPath p);    // whether this CPU can run it
 // q4k_matmul through one given path (tests, benchmarks); the path must be supported.
-void q4k_matmul_path(Q4kPath p, float *Y, const uint8_t *W, const float *X, int64_t n, int64_t rows, int64_t cols);
+void q4k_matmul_path(Q4kPath p, float *Y, const uint8_t *W, const float *X, int64_t n, int64_t rows,
+                     int64_t cols);
 
 #endif

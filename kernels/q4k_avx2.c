@@ -19,11 +19,11 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
 enum {
-    G = 8,    // weight rows per group: one per 32-bit lane
-    FEW = 4,  // up to this many activation rows: the direct kernel
+    G = 8,         // weight rows per group: one per 32-bit lane
+    FEW = 4,       // up to this many activation rows: the direct kernel
     PREFETCH = 2,  // direct kernel: blocks ahead to prefetch per row stream (q4k_avx512.c)
-    TI = 2,   // tile kernel: activation rows per register tile (16 ymm registers: 8 hold the weights)
-    BCH = 4,  // tile kernel: blocks unpacked at a time
+    TI = 2,        // tile kernel: activation rows per register tile (16 ymm registers: 8 hold the weights)
+    BCH = 4,       // tile kernel: blocks unpacked at a time
 };
 
 // ---------------------------------------------------------------------------- few activation rows
@@ -38,14 +38,19 @@ INLINE __m256i pair64(__m256i a, __m256i b) {
 // q4k_unpack_scales of two blocks' headers (d, dmin, scales[12]), one per 128-bit lane:
 // bytes [sc0..sc7, m0..m7] (see unpack_scales4 in q4k_avx512.c).
 INLINE __m256i unpack_scales2(const uint8_t *b0, const uint8_t *b1) {
-    const __m256i idx_lo = _mm256_broadcastsi128_si256(_mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m256i idx_hi = _mm256_broadcastsi128_si256(_mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
-    const __m256i mask_lo = _mm256_broadcastsi128_si256(_mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-    const __m256i mask_nib = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m256i idx_lo =
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m256i idx_hi =
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    const __m256i mask_lo = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m256i mask_nib =
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
     __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b0)),
                                         _mm_loadu_si128((const __m128i *)b1), 1);
     __m256i a = _mm256_shuffle_epi8(h, idx_lo), b = _mm256_shuffle_epi8(h, idx_hi);
-    __m256i lo = _mm256_or_si256(_mm256_and_si256(a, mask_lo), _mm256_and_si256(_mm256_srli_epi16(a, 4), mask_nib));
+    __m256i lo =
+        _mm256_or_si256(_mm256_and_si256(a, mask_lo), _mm256_and_si256(_mm256_srli_epi16(a, 4), mask_nib));
     return _mm256_or_si256(lo, _mm256_and_si256(_mm256_srli_epi16(b, 2), _mm256_set1_epi8(0x30)));
 }
 
@@ -53,7 +58,8 @@ INLINE __m256i unpack_scales2(const uint8_t *b0, const uint8_t *b1) {
 // [sc | m] bytes in both 128-bit lanes of u) against activation block a.
 INLINE __m256i row_terms(const uint8_t *blk, __m256i u, const Q8Block *a, __m256i bsum) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i mins = _mm256_broadcastsi128_si256(_mm_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1));
+    const __m256i mins = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1));
     __m256i v = _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {  // 32 bytes of qs: sub-blocks 2c (low nibbles) and 2c+1 (high)
         __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
@@ -61,11 +67,13 @@ INLINE __m256i row_terms(const uint8_t *blk, __m256i u, const Q8Block *a, __m256
             const int j = 2 * c + h;
             __m256i pl = _mm256_and_si256(h ? _mm256_srli_epi16(q, 4) : q, low4);
             __m256i p = _mm256_maddubs_epi16(pl, _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j)));
-            v = _mm256_add_epi32(v, _mm256_madd_epi16(p, _mm256_shuffle_epi8(u, _mm256_set1_epi16((short)(j - 256)))));
+            v = _mm256_add_epi32(
+                v, _mm256_madd_epi16(p, _mm256_shuffle_epi8(u, _mm256_set1_epi16((short)(j - 256)))));
         }
     }
     __m128i v4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    __m128i t = _mm256_castsi256_si128(_mm256_madd_epi16(_mm256_shuffle_epi8(u, mins), bsum));  // m_j·bsum_j pairs
+    __m128i t =
+        _mm256_castsi256_si128(_mm256_madd_epi16(_mm256_shuffle_epi8(u, mins), bsum));  // m_j·bsum_j pairs
     return _mm256_inserti128_si256(_mm256_castsi128_si256(v4), t, 1);
 }
 
@@ -75,7 +83,8 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
                      int64_t nb, int64_t g0, int nrow) {
     const int64_t row_bytes = nb * Q4K_BLOCK_BYTES;
     const uint8_t *row[G];
-    for (int r = 0; r < G; r++) row[r] = W + (g0 + (r < nrow ? r : 0)) * row_bytes;  // a tail repeats row 0, unused
+    for (int r = 0; r < G; r++)
+        row[r] = W + (g0 + (r < nrow ? r : 0)) * row_bytes;  // a tail repeats row 0, unused
     __m256 acc[FEW];
     for (int i = 0; i < ni; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -84,10 +93,12 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
         if (b + PREFETCH < nb)
             for (int r = 0; r < G; r++) {
                 const char *p = (const char *)row[r] + (b + PREFETCH) * Q4K_BLOCK_BYTES;
-                _mm_prefetch(p, _MM_HINT_T0), _mm_prefetch(p + 64, _MM_HINT_T0), _mm_prefetch(p + 143, _MM_HINT_T0);
+                _mm_prefetch(p, _MM_HINT_T0), _mm_prefetch(p + 64, _MM_HINT_T0),
+                    _mm_prefetch(p + 143, _MM_HINT_T0);
             }
         __m256i bsum[FEW];
-        for (int i = 0; i < ni; i++) bsum[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)a[i].bsum));
+        for (int i = 0; i < ni; i++)
+            bsum[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)a[i].bsum));
         __m256i half[2][FEW];  // per four rows: 128-bit lane 0 = S1 parts, lane 1 = S2 parts
         uint16_t dh[G], mh[G];
         for (int q = 0; q < 2; q++) {
@@ -95,13 +106,16 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
             for (int k = 0; k < 4; k += 2) {
                 const uint8_t *b0 = row[4 * q + k] + off, *b1 = row[4 * q + k + 1] + off;
                 __m256i s = unpack_scales2(b0, b1);
-                __m256i u0 = _mm256_permute2x128_si256(s, s, 0x00), u1 = _mm256_permute2x128_si256(s, s, 0x11);
+                __m256i u0 = _mm256_permute2x128_si256(s, s, 0x00),
+                        u1 = _mm256_permute2x128_si256(s, s, 0x11);
                 for (int i = 0; i < ni; i++)
-                    t[k / 2][i] = pair32(row_terms(b0, u0, a + i, bsum[i]), row_terms(b1, u1, a + i, bsum[i]));
+                    t[k / 2][i] =
+                        pair32(row_terms(b0, u0, a + i, bsum[i]), row_terms(b1, u1, a + i, bsum[i]));
                 memcpy(&dh[4 * q + k], b0, 2), memcpy(&mh[4 * q + k], b0 + 2, 2);
                 memcpy(&dh[4 * q + k + 1], b1, 2), memcpy(&mh[4 * q + k + 1], b1 + 2, 2);
             }
-            for (int i = 0; i < ni; i++) half[q][i] = pair64(t[0][i], t[1][i]);  // lane k: Σ over lane k, rows 4q..
+            for (int i = 0; i < ni; i++)
+                half[q][i] = pair64(t[0][i], t[1][i]);  // lane k: Σ over lane k, rows 4q..
         }
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
         __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)mh));
@@ -109,7 +123,8 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
             __m256i s1 = _mm256_permute2x128_si256(half[0][i], half[1][i], 0x20);  // lane r: row r
             __m256i s2 = _mm256_permute2x128_si256(half[0][i], half[1][i], 0x31);
             // acc + da·(d·S1 − dmin·S2), the order of q4k_rows_ref (no FMA).
-            __m256 f = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(s1)), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(s2)));
+            __m256 f = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(s1)),
+                                     _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(s2)));
             acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(_mm256_set1_ps(a[i].d), f));
         }
     }
@@ -184,7 +199,8 @@ static inline int32_t load32(const void *p) {
     return v;
 }
 
-INLINE void tile(const int ti, __m256 acc[TI], const Unpacked *u, int nbc, const Q8Block *const a[TI], int64_t n) {
+INLINE void tile(const int ti, __m256 acc[TI], const Unpacked *u, int nbc, const Q8Block *const a[TI],
+                 int64_t n) {
     for (int bb = 0; bb < nbc; bb++, u++) {
         __m256i s1[TI];
         for (int t = 0; t < ti; t++) s1[t] = _mm256_setzero_si256();
@@ -195,7 +211,8 @@ INLINE void tile(const int ti, __m256 acc[TI], const Unpacked *u, int nbc, const
                 const int8_t *qa = a[t][bb * n].qs + 32 * j;
                 __m256i p16 = _mm256_setzero_si256();
                 for (int k = 0; k < 8; k++)
-                    p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(load32(qa + 4 * k))));
+                    p16 = _mm256_add_epi16(p16,
+                                           _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(load32(qa + 4 * k))));
                 s1[t] = _mm256_add_epi32(s1[t], _mm256_madd_epi16(p16, u->sc[j]));
             }
         }
@@ -203,7 +220,8 @@ INLINE void tile(const int ti, __m256 acc[TI], const Unpacked *u, int nbc, const
             const Q8Block *ab = &a[t][bb * n];
             __m256i s2 = _mm256_setzero_si256();
             for (int p = 0; p < 4; p++)
-                s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(u->mp[p], _mm256_set1_epi32(load32(&ab->bsum[2 * p]))));
+                s2 = _mm256_add_epi32(
+                    s2, _mm256_madd_epi16(u->mp[p], _mm256_set1_epi32(load32(&ab->bsum[2 * p]))));
             // acc + da·(d·S1 − dmin·S2), the order of q4k_rows_ref (no FMA).
             __m256 f = _mm256_sub_ps(_mm256_mul_ps(u->d, _mm256_cvtepi32_ps(s1[t])),
                                      _mm256_mul_ps(u->dmin, _mm256_cvtepi32_ps(s2)));
@@ -261,6 +279,7 @@ TARGET void q4k_rows_avx2(float *Y, const uint8_t *W, const Q8Block *A, int64_t 
             for (; i0 + TI <= n; i0 += TI) tile_rows(TI, accbuf, u, nbc, A, n, i0, b0);
             if (i0 < n) tile_rows(1, accbuf, u, nbc, A, n, i0, b0);
         }
-        for (int64_t i = 0; i < n; i++) memcpy(Y + i * rows + g0, accbuf + i * G, (size_t)nrow * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            memcpy(Y + i * rows + g0, accbuf + i * G, (size_t)nrow * sizeof(float));
     }
 }

@@ -21,14 +21,14 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
 enum {
-    G = 16,    // weight rows per group: one per 32-bit lane
-    FEW = 4,   // up to this many activation rows: the direct kernel
+    G = 16,   // weight rows per group: one per 32-bit lane
+    FEW = 4,  // up to this many activation rows: the direct kernel
     // Direct kernel: blocks ahead to prefetch in each of its 16 row streams. The hardware
     // prefetchers alone kept a 16384 x 16384 matvec near 55 % of read bandwidth; this,
     // over 90 % (2 to 4 measured alike).
     PREFETCH = 2,
-    TI = 4,    // tile kernel: activation rows per register tile (4 x 16 outputs in flight)
-    BCH = 4,   // tile kernel: blocks unpacked at a time (about 20 KB: stays in L1)
+    TI = 4,   // tile kernel: activation rows per register tile (4 x 16 outputs in flight)
+    BCH = 4,  // tile kernel: blocks unpacked at a time (about 20 KB: stays in L1)
 };
 
 static inline int32_t load32(const void *p) {
@@ -52,12 +52,17 @@ INLINE __m512i load_headers4(const uint8_t *b0, const uint8_t *b1, const uint8_t
 // and m0-3 are bytes 0-7 masked to 6 bits, sc4-7 and m4-7 the low and high nibbles of bytes
 // 8-11), the top two bits of sc4-7 and m4-7 from the top bits of bytes 0-3 and 4-7.
 INLINE __m512i unpack_scales4(__m512i h) {
-    const __m512i idx_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512i idx_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
-    const __m512i mask_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-    const __m512i mask_nib = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m512i idx_lo =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i idx_hi =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    const __m512i mask_lo =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m512i mask_nib =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
     __m512i a = _mm512_shuffle_epi8(h, idx_lo), b = _mm512_shuffle_epi8(h, idx_hi);
-    __m512i lo = _mm512_or_si512(_mm512_and_si512(a, mask_lo), _mm512_and_si512(_mm512_srli_epi16(a, 4), mask_nib));
+    __m512i lo =
+        _mm512_or_si512(_mm512_and_si512(a, mask_lo), _mm512_and_si512(_mm512_srli_epi16(a, 4), mask_nib));
     // (byte >> 6) << 4 == (byte >> 2) & 0x30; the 16-bit shift's spill from the next byte is masked off.
     __m512i hi = _mm512_and_si512(_mm512_srli_epi16(b, 2), _mm512_set1_epi8(0x30));
     return _mm512_or_si512(lo, hi);
@@ -66,31 +71,46 @@ INLINE __m512i unpack_scales4(__m512i h) {
 // d and dmin of 16 rows (lanes) from their four load_headers4 vectors.
 INLINE void headers_d(__m512 *d, __m512 *dmin, const __m512i h[4]) {
     const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i lo = _mm512_permutex2var_epi32(h[0], first, h[1]), hi = _mm512_permutex2var_epi32(h[2], first, h[3]);
+    __m512i lo = _mm512_permutex2var_epi32(h[0], first, h[1]),
+            hi = _mm512_permutex2var_epi32(h[2], first, h[3]);
     __m512i dm = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);  // d | dmin << 16 per row
     *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
     *dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 }
 
-// Sub-block scales and mins of 16 rows, lanes = rows, from their four unpack_scales4
-// vectors: sc[j] (int32) and mp[p] = m_2p | m_2p+1 << 16 (an int16 pair for vpdpwssd).
-// Dwords 0-3 of a row's 128-bit lane are sc0-3, sc4-7, m0-3, m4-7.
-INLINE void scales_lanes(__m512i sc[8], __m512i mp[4], const __m512i u[4]) {
+// Dword w of each row's 128-bit lane in four unpack_scales4 vectors, for 16 rows (lanes),
+// as bytes 4w..4w+3 of lane r: w = 0, 1 give sc0-3, sc4-7; w = 2, 3 give m0-3, m4-7.
+INLINE void transpose_scales(__m512i out[2], const __m512i u[4], int mins) {
     const __m512i pick_sc = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
-    const __m512i pick_m = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
-    __m512i s01 = _mm512_permutex2var_epi32(u[0], pick_sc, u[1]), s23 = _mm512_permutex2var_epi32(u[2], pick_sc, u[3]);
-    __m512i m01 = _mm512_permutex2var_epi32(u[0], pick_m, u[1]), m23 = _mm512_permutex2var_epi32(u[2], pick_m, u[3]);
-    __m512i four[2], mins[2];
-    four[0] = _mm512_shuffle_i64x2(s01, s23, 0x44), four[1] = _mm512_shuffle_i64x2(s01, s23, 0xEE);
-    mins[0] = _mm512_shuffle_i64x2(m01, m23, 0x44), mins[1] = _mm512_shuffle_i64x2(m01, m23, 0xEE);
-    // vpshufb indexes bytes of the 128-bit lane: dword l of it starts at byte 4l.
+    const __m512i pick = _mm512_add_epi32(pick_sc, _mm512_set1_epi32(2 * mins));
+    __m512i r01 = _mm512_permutex2var_epi32(u[0], pick, u[1]),
+            r23 = _mm512_permutex2var_epi32(u[2], pick, u[3]);
+    out[0] = _mm512_shuffle_i64x2(r01, r23, 0x44), out[1] = _mm512_shuffle_i64x2(r01, r23, 0xEE);
+}
+
+// Sub-block scales of 16 rows, lanes = rows: sc[j] (int32). vpshufb indexes bytes of the
+// 128-bit lane: dword l of it starts at byte 4l.
+INLINE void scales_lanes(__m512i sc[8], const __m512i u[4]) {
+    __m512i four[2];
+    transpose_scales(four, u, 0);
     for (int j = 0; j < 8; j++) {
         const int b = j % 4;
-        sc[j] = _mm512_shuffle_epi8(four[j / 4], _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, -1, -1, 4 + b, -1, -1, -1, 8 + b, -1, -1, -1, 12 + b, -1, -1, -1)));
+        const __m128i idx =
+            _mm_setr_epi8(b, -1, -1, -1, 4 + b, -1, -1, -1, 8 + b, -1, -1, -1, 12 + b, -1, -1, -1);
+        sc[j] = _mm512_shuffle_epi8(four[j / 4], _mm512_broadcast_i32x4(idx));
     }
+}
+
+// Sub-block mins of 16 rows, lanes = rows: mp[p] = m_2p | m_2p+1 << 16, an int16 pair for
+// vpdpwssd.
+INLINE void mins_lanes(__m512i mp[4], const __m512i u[4]) {
+    __m512i four[2];
+    transpose_scales(four, u, 1);
     for (int p = 0; p < 4; p++) {
         const int b = 2 * (p % 2);
-        mp[p] = _mm512_shuffle_epi8(mins[p / 2], _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, b + 1, -1, 4 + b, -1, 5 + b, -1, 8 + b, -1, 9 + b, -1, 12 + b, -1, 13 + b, -1)));
+        const __m128i idx = _mm_setr_epi8(b, -1, b + 1, -1, 4 + b, -1, 5 + b, -1, 8 + b, -1, 9 + b, -1,
+                                          12 + b, -1, 13 + b, -1);
+        mp[p] = _mm512_shuffle_epi8(four[p / 2], _mm512_broadcast_i32x4(idx));
     }
 }
 
@@ -109,7 +129,8 @@ INLINE __m512i pair128(__m512i a, __m512i b) {
 
 // 128-bit lanes (lo, lo, hi, hi).
 INLINE __m512i lanes_2x2(__m128i lo, __m128i hi) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(lo)), _mm256_broadcastsi128_si256(hi), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(lo)),
+                              _mm256_broadcastsi128_si256(hi), 1);
 }
 
 // A block's 128 bytes of quants as four 64-byte nibble planes: the low and high nibbles of
@@ -128,8 +149,9 @@ INLINE void planes(__m512i pl[4], const uint8_t *blk) {
 INLINE void act_planes(__m512i act[4], const Q8Block *a) {
     static const int off[4][2] = {{0, 64}, {32, 96}, {128, 192}, {160, 224}};
     for (int c = 0; c < 4; c++)
-        act[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a->qs + off[c][0]))),
-                                    _mm256_loadu_si256((const __m256i *)(a->qs + off[c][1])), 1);
+        act[c] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a->qs + off[c][0]))),
+            _mm256_loadu_si256((const __m256i *)(a->qs + off[c][1])), 1);
 }
 
 // A vector whose lanes sum to S1 of one weight row's block and one activation block.
@@ -139,8 +161,10 @@ INLINE void act_planes(__m512i act[4], const Q8Block *a) {
 // most 15·127, so the int16 packing cannot saturate.
 INLINE __m512i row_s1(const __m512i pl[4], const __m512i act[4], __m512i sc01, __m512i sc23) {
     const __m512i z = _mm512_setzero_si512();
-    __m512i p01 = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, pl[0], act[0]), _mm512_dpbusd_epi32(z, pl[1], act[1]));
-    __m512i p23 = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, pl[2], act[2]), _mm512_dpbusd_epi32(z, pl[3], act[3]));
+    __m512i p01 =
+        _mm512_packs_epi32(_mm512_dpbusd_epi32(z, pl[0], act[0]), _mm512_dpbusd_epi32(z, pl[1], act[1]));
+    __m512i p23 =
+        _mm512_packs_epi32(_mm512_dpbusd_epi32(z, pl[2], act[2]), _mm512_dpbusd_epi32(z, pl[3], act[3]));
     return _mm512_add_epi32(_mm512_madd_epi16(p01, sc01), _mm512_madd_epi16(p23, sc23));
 }
 
@@ -156,7 +180,8 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
                                      _mm_setr_epi8(6, -1, 6, -1, 6, -1, 6, -1, 7, -1, 7, -1, 7, -1, 7, -1));
     const int64_t row_bytes = nb * Q4K_BLOCK_BYTES;
     const uint8_t *row[G];
-    for (int r = 0; r < G; r++) row[r] = W + (g0 + (r < nrow ? r : 0)) * row_bytes;  // a tail repeats row 0, unused
+    for (int r = 0; r < G; r++)
+        row[r] = W + (g0 + (r < nrow ? r : 0)) * row_bytes;  // a tail repeats row 0, unused
     __m512 acc[FEW];
     for (int i = 0; i < ni; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -164,18 +189,21 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
         if (b + PREFETCH < nb)
             for (int r = 0; r < G; r++) {
                 const char *p = (const char *)row[r] + (b + PREFETCH) * Q4K_BLOCK_BYTES;
-                _mm_prefetch(p, _MM_HINT_T0), _mm_prefetch(p + 64, _MM_HINT_T0), _mm_prefetch(p + 143, _MM_HINT_T0);
+                _mm_prefetch(p, _MM_HINT_T0), _mm_prefetch(p + 64, _MM_HINT_T0),
+                    _mm_prefetch(p + 143, _MM_HINT_T0);
             }
         __m512i act[FEW][4];
         for (int i = 0; i < ni; i++) act_planes(act[i], a + i);
         const int64_t off = b * Q4K_BLOCK_BYTES;
         __m512i h[4], sc4[4], u[4][FEW];
         for (int q = 0; q < 4; q++) {
-            const uint8_t *blk[4] = {row[4 * q] + off, row[4 * q + 1] + off, row[4 * q + 2] + off, row[4 * q + 3] + off};
+            const uint8_t *blk[4] = {row[4 * q] + off, row[4 * q + 1] + off, row[4 * q + 2] + off,
+                                     row[4 * q + 3] + off};
             h[q] = load_headers4(blk[0], blk[1], blk[2], blk[3]);
             sc4[q] = unpack_scales4(h[q]);
-            const __m512i s[4] = {_mm512_shuffle_i32x4(sc4[q], sc4[q], 0x00), _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55),
-                                  _mm512_shuffle_i32x4(sc4[q], sc4[q], 0xAA), _mm512_shuffle_i32x4(sc4[q], sc4[q], 0xFF)};
+            const __m512i s[4] = {
+                _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x00), _mm512_shuffle_i32x4(sc4[q], sc4[q], 0x55),
+                _mm512_shuffle_i32x4(sc4[q], sc4[q], 0xAA), _mm512_shuffle_i32x4(sc4[q], sc4[q], 0xFF)};
             __m512i t[2][FEW];
             for (int k = 0; k < 4; k += 2) {  // s[k]: row k's [sc | m] in every lane
                 __m512i r0[FEW], r1[FEW], pl[4];
@@ -189,20 +217,23 @@ INLINE void rows_few(const int ni, float *Y, int64_t rows, const uint8_t *W, con
             }
             for (int i = 0; i < ni; i++) u[q][i] = pair64(t[0][i], t[1][i]);  // 128-bit lane k: rows 4q..4q+3
         }
-        __m512i sc[8], mp[4];
-        scales_lanes(sc, mp, sc4);
+        __m512i mp[4];
+        mins_lanes(mp, sc4);
         __m512 d, dmin;
         headers_d(&d, &dmin, h);
         for (int i = 0; i < ni; i++) {
             __m512i s1 = pair128(pair128(u[0][i], u[1][i]), pair128(u[2][i], u[3][i]));  // lane r: row r
             __m512i s2 = _mm512_setzero_si512();
-            for (int p = 0; p < 4; p++) s2 = _mm512_dpwssd_epi32(s2, mp[p], _mm512_set1_epi32(load32(&a[i].bsum[2 * p])));
+            for (int p = 0; p < 4; p++)
+                s2 = _mm512_dpwssd_epi32(s2, mp[p], _mm512_set1_epi32(load32(&a[i].bsum[2 * p])));
             // acc + da·(d·S1 − dmin·S2), the order of q4k_rows_ref (no FMA).
-            __m512 f = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(s1)), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(s2)));
+            __m512 f = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(s1)),
+                                     _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(s2)));
             acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(a[i].d), f));
         }
     }
-    for (int i = 0; i < ni; i++) _mm512_mask_storeu_ps(Y + i * rows + g0, (__mmask16)((1u << nrow) - 1), acc[i]);
+    for (int i = 0; i < ni; i++)
+        _mm512_mask_storeu_ps(Y + i * rows + g0, (__mmask16)((1u << nrow) - 1), acc[i]);
 }
 
 // ---------------------------------------------------------------------------- many activation rows
@@ -231,7 +262,8 @@ INLINE void transpose16(__m512i y[16], const __m512i x[16]) {
         b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
     }
     for (int e = 0; e < 4; e++) {  // y[4c+e] = 128-bit lane c of b[e], b[4+e], b[8+e], b[12+e]
-        __m512i u0 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0x44), u1 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0xEE);
+        __m512i u0 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0x44),
+                u1 = _mm512_shuffle_i32x4(b[e], b[4 + e], 0xEE);
         __m512i v0 = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], 0x44);
         __m512i v1 = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], 0xEE);
         y[e] = _mm512_shuffle_i32x4(u0, v0, 0x88);
@@ -262,13 +294,15 @@ INLINE void unpack_block(Unpacked *u, const uint8_t *const blk[G]) {
         h[q] = load_headers4(blk[4 * q], blk[4 * q + 1], blk[4 * q + 2], blk[4 * q + 3]);
         sc4[q] = unpack_scales4(h[q]);
     }
-    scales_lanes(u->sc, u->mp, sc4);
+    scales_lanes(u->sc, sc4);
+    mins_lanes(u->mp, sc4);
     headers_d(&u->d, &u->dmin, h);
 }
 
-// acc[0..ti) (16 outputs each) += blocks u[0..nbc) against activation rows a[ti·?]: a[t]
-// points at activation row t's block of u[0]; the next block is a[t] + n.
-INLINE void tile(const int ti, __m512 acc[TI], const Unpacked *u, int nbc, const Q8Block *const a[TI], int64_t n) {
+// acc[t] (16 outputs) += blocks u[0..nbc) against activation row t < ti, whose block for
+// u[0] is a[t] and for u[bb] is a[t] + bb·n.
+INLINE void tile(const int ti, __m512 acc[TI], const Unpacked *u, int nbc, const Q8Block *const a[TI],
+                 int64_t n) {
     for (int bb = 0; bb < nbc; bb++, u++) {
         __m512i s1[TI];
         for (int t = 0; t < ti; t++) s1[t] = _mm512_setzero_si512();
@@ -278,14 +312,16 @@ INLINE void tile(const int ti, __m512 acc[TI], const Unpacked *u, int nbc, const
             for (int t = 0; t < ti; t++) {
                 const int8_t *qa = a[t][bb * n].qs + 32 * j;
                 __m512i isum = _mm512_setzero_si512();
-                for (int k = 0; k < 8; k++) isum = _mm512_dpbusd_epi32(isum, w[k], _mm512_set1_epi32(load32(qa + 4 * k)));
+                for (int k = 0; k < 8; k++)
+                    isum = _mm512_dpbusd_epi32(isum, w[k], _mm512_set1_epi32(load32(qa + 4 * k)));
                 s1[t] = _mm512_add_epi32(s1[t], _mm512_mullo_epi32(isum, u->sc[j]));
             }
         }
         for (int t = 0; t < ti; t++) {
             const Q8Block *ab = &a[t][bb * n];
             __m512i s2 = _mm512_setzero_si512();
-            for (int p = 0; p < 4; p++) s2 = _mm512_dpwssd_epi32(s2, u->mp[p], _mm512_set1_epi32(load32(&ab->bsum[2 * p])));
+            for (int p = 0; p < 4; p++)
+                s2 = _mm512_dpwssd_epi32(s2, u->mp[p], _mm512_set1_epi32(load32(&ab->bsum[2 * p])));
             // acc + da·(d·S1 − dmin·S2), the order of q4k_rows_ref (no FMA).
             __m512 f = _mm512_sub_ps(_mm512_mul_ps(u->d, _mm512_cvtepi32_ps(s1[t])),
                                      _mm512_mul_ps(u->dmin, _mm512_cvtepi32_ps(s2)));

@@ -1,4 +1,4 @@
-// q4k_impl.h: what the Q4_K paths share and nobody else sees: the int8 activation block and the per-path row kernels.
+// q4k_impl.h: what only the Q4_K paths share: the int8 activation block and the per-path row kernels.
 #ifndef NSA_Q4K_IMPL_H
 #define NSA_Q4K_IMPL_H
 
@@ -42,14 +42,14 @@ static inline void q4k_unpack_scales(uint8_t sc[8], uint8_t m[8], const uint8_t 
 typedef void (*Q4kRowsFn)(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb,
                           int64_t r0, int64_t r1, void *scratch);
 
-void q4k_rows_ref(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb, int64_t r0,
-                  int64_t r1, void *scratch);
+void q4k_rows_ref(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb,
+                  int64_t r0, int64_t r1, void *scratch);
 size_t q4k_rows_ref_scratch(int64_t n, int64_t nb);
-void q4k_rows_avx2(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb, int64_t r0,
-                   int64_t r1, void *scratch);
+void q4k_rows_avx2(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb,
+                   int64_t r0, int64_t r1, void *scratch);
 size_t q4k_rows_avx2_scratch(int64_t n, int64_t nb);
-void q4k_rows_avx512(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb, int64_t r0,
-                     int64_t r1, void *scratch);
+void q4k_rows_avx512(float *Y, const uint8_t *W, const Q8Block *A, int64_t n, int64_t rows, int64_t nb,
+                     int64_t r0, int64_t r1, void *scratch);
 size_t q4k_rows_avx512_scratch(int64_t n, int64_t nb);
 
 #endif

@@ -53,9 +53,9 @@ static Vectors *load_vectors(void) {
 }
 
 // The order of the fixture's `kinds` attribute (../shared/q4k/README.md): 4 rows each.
-static const char *const kinds[16] = {"normal", "weight", "uniform", "zeros", "const_pos", "const_neg",
-                                      "outlier", "positive", "negative", "tiny", "large", "laplace",
-                                      "sparse", "ramp", "subscales", "halfzero"};
+static const char *const kinds[16] = {"normal",  "weight",   "uniform",   "zeros",   "const_pos", "const_neg",
+                                      "outlier", "positive", "negative",  "tiny",    "large",     "laplace",
+                                      "sparse",  "ramp",     "subscales", "halfzero"};
 
 // ---------------------------------------------------------------------------- against ggml
 
@@ -68,8 +68,8 @@ Test(q4k, quantize_matches_ggml_bytes) {
         q4k_quantize_row(q, v->x[r], FX_COLS);
         for (int k = 0; k < FX_BYTES; k++)
             if (q[k] != v->q[r][k]) {
-                cr_log_error("row %d (%s): first differing byte %d: ours 0x%02x, ggml 0x%02x", r, kinds[r / 4], k,
-                             q[k], v->q[r][k]);
+                cr_log_error("row %d (%s): first differing byte %d: ours 0x%02x, ggml 0x%02x", r,
+                             kinds[r / 4], k, q[k], v->q[r][k]);
                 bad++;
                 break;
             }
@@ -88,7 +88,8 @@ Test(q4k, dequantize_matches_ggml_bits) {
             bad++;
             for (int k = 0; k < FX_COLS; k++)
                 if (memcmp(&y[k], &v->deq[r][k], 4)) {
-                    cr_log_error("row %d (%s) value %d: ours %.9g, ggml %.9g", r, kinds[r / 4], k, y[k], v->deq[r][k]);
+                    cr_log_error("row %d (%s) value %d: ours %.9g, ggml %.9g", r, kinds[r / 4], k, y[k],
+                                 v->deq[r][k]);
                     break;
                 }
         }
@@ -107,9 +108,10 @@ __attribute__((target("f16c"))) static float hw_from_half(uint16_t h) { return _
 Test(q4k, half_from_float_rounds_as_f16c) {
     if (!__builtin_cpu_supports("f16c")) cr_skip_test("no F16C to compare with");
     // Every 4099th bit pattern (about a million, all exponents) plus the edges of each range.
-    const uint32_t edges[] = {0, 1, 0x33000000, 0x33000001, 0x337fffff, 0x33800000, 0x387fc000, 0x387fe000,
-                              0x387fffff, 0x38800000, 0x38801000, 0x38803000, 0x477fe000, 0x477fefff,
-                              0x477ff000, 0x477fffff, 0x47800000, 0x7f7fffff, 0x7f800000};
+    const uint32_t edges[] = {0,          1,          0x33000000, 0x33000001, 0x337fffff,
+                              0x33800000, 0x387fc000, 0x387fe000, 0x387fffff, 0x38800000,
+                              0x38801000, 0x38803000, 0x477fe000, 0x477fefff, 0x477ff000,
+                              0x477fffff, 0x47800000, 0x7f7fffff, 0x7f800000};
     const size_t cap = 2 * 19 + (1ull << 32) / 4099 + 1;
     uint32_t *probe = nsa_malloc(cap * sizeof(uint32_t));
     size_t np = 0;
@@ -120,7 +122,8 @@ Test(q4k, half_from_float_rounds_as_f16c) {
     for (size_t k = 0; k < np; k++) {
         float f;
         memcpy(&f, &probe[k], 4);
-        uint16_t want = isnan(f) ? (uint16_t)((probe[k] >> 16 & 0x8000u) | 0x7e00u) : hw_to_half(f);  // ggml's NaN
+        uint16_t want =
+            isnan(f) ? (uint16_t)((probe[k] >> 16 & 0x8000u) | 0x7e00u) : hw_to_half(f);  // ggml's NaN
         if (q4k_fp32_to_fp16(f) != want && bad++ < 5)
             cr_log_error("0x%08x: ours 0x%04x, expected 0x%04x", probe[k], q4k_fp32_to_fp16(f), want);
     }
@@ -161,7 +164,8 @@ Test(q4k, padding) {
         uint8_t *q = nsa_malloc((size_t)q4k_row_bytes(cols)), *qp = nsa_malloc((size_t)q4k_row_bytes(padded));
         q4k_quantize_row(q, x, cols);
         q4k_quantize_row(qp, xp, padded);
-        cr_expect(memcmp(q, qp, (size_t)q4k_row_bytes(cols)) == 0, "cols %lld: padding is not zeros", (long long)cols);
+        cr_expect(memcmp(q, qp, (size_t)q4k_row_bytes(cols)) == 0, "cols %lld: padding is not zeros",
+                  (long long)cols);
         float *y = nsa_malloc((size_t)cols * sizeof(float)), *yp = nsa_malloc((size_t)padded * sizeof(float));
         q4k_dequantize_row(y, q, cols);
         q4k_dequantize_row(yp, qp, padded);
@@ -236,7 +240,8 @@ static Problem problem(uint64_t seed, int64_t n, int64_t rows, int64_t cols) {
     p.x = nsa_malloc((size_t)(n * cols) * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
         float s = 0.01f * (float)(1 + rng_below(&rng, 20));
-        for (int64_t c = 0; c < cols; c++) p.w[r * cols + c] = s * (float)rng_normal(&rng) + (c % 7 == 0 ? s : 0);
+        for (int64_t c = 0; c < cols; c++)
+            p.w[r * cols + c] = s * (float)rng_normal(&rng) + (c % 7 == 0 ? s : 0);
     }
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < cols; c++) {
@@ -257,7 +262,7 @@ static const Q4kPath all_paths[] = {Q4K_PATH_REF, Q4K_PATH_AVX2, Q4K_PATH_AVX512
 // row groups (rows not a multiple of 8 or 16), partial register tiles (n not a multiple
 // of 4) and padded columns.
 Test(q4k, paths_equal_reference) {
-    const int64_t shapes[][3] = {{1, 1, 256},  {1, 16, 256},  {2, 17, 192},  {3, 33, 300},  {4, 40, 704},
+    const int64_t shapes[][3] = {{1, 1, 256},   {1, 16, 256}, {2, 17, 192},  {3, 33, 300},   {4, 40, 704},
                                  {5, 15, 1024}, {7, 64, 520}, {9, 100, 256}, {16, 48, 2048}, {1, 300, 4096}};
     int tested = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
@@ -271,9 +276,9 @@ Test(q4k, paths_equal_reference) {
             memset(got, 0xff, (size_t)(p.n * p.rows) * sizeof(float));
             q4k_matmul_path(all_paths[k], got, p.q, p.x, p.n, p.rows, p.cols);
             int64_t at = 0;
-            cr_expect(same_floats(got, ref, p.n * p.rows, &at), "%s, n %lld rows %lld cols %lld: Y[%lld] %.9g vs ref %.9g",
-                      q4k_path_str(all_paths[k]), (long long)p.n, (long long)p.rows, (long long)p.cols, (long long)at,
-                      got[at], ref[at]);
+            cr_expect(same_floats(got, ref, p.n * p.rows, &at),
+                      "%s, n %lld rows %lld cols %lld: Y[%lld] %.9g vs ref %.9g", q4k_path_str(all_paths[k]),
+                      (long long)p.n, (long long)p.rows, (long long)p.cols, (long long)at, got[at], ref[at]);
         }
         free(ref), free(got);
         problem_free(&p);
@@ -310,7 +315,8 @@ Test(q4k, against_float64) {
     double worst_a = 0, worst_b = 0, sq_err_b = 0, sq_ref_b = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         Problem p = problem(200 + s, shapes[s][0], shapes[s][1], shapes[s][2]);
-        const int64_t n = p.n, rows = p.rows, cols = p.cols, rb = q4k_row_bytes(cols), nb = q4k_row_blocks(cols);
+        const int64_t n = p.n, rows = p.rows, cols = p.cols, rb = q4k_row_bytes(cols),
+                      nb = q4k_row_blocks(cols);
         float *y = nsa_malloc((size_t)(n * rows) * sizeof(float));
         q4k_matmul(y, p.q, p.x, n, rows, cols);
         float *wd = nsa_malloc((size_t)cols * sizeof(float)), *xq = nsa_malloc((size_t)cols * sizeof(float));
@@ -328,7 +334,8 @@ Test(q4k, against_float64) {
                     int min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
                     uint16_t hd, hm;
                     memcpy(&hd, blk, 2), memcpy(&hm, blk + 2, 2);
-                    mag[c] = fabs((double)q4k_fp16_to_fp32(hd) * scale * q) + fabs((double)q4k_fp16_to_fp32(hm) * min);
+                    mag[c] = fabs((double)q4k_fp16_to_fp32(hd) * scale * q) +
+                             fabs((double)q4k_fp16_to_fp32(hm) * min);
                 }
                 double ref_a = 0, ref_b = 0, E = 0, act_bound = 0;
                 for (int64_t b = 0; b < nb; b++) {
@@ -344,8 +351,8 @@ Test(q4k, against_float64) {
                 }
                 double got = y[i * rows + r], tol_a = 1e-5 * E + 1e-30;
                 double ea = fabs(got - ref_a), eb = fabs(got - ref_b);
-                cr_expect(ea <= tol_a, "n %lld cols %lld [%lld,%lld]: %.9g vs %.9g (a)", (long long)n, (long long)cols,
-                          (long long)i, (long long)r, got, ref_a);
+                cr_expect(ea <= tol_a, "n %lld cols %lld [%lld,%lld]: %.9g vs %.9g (a)", (long long)n,
+                          (long long)cols, (long long)i, (long long)r, got, ref_a);
                 cr_expect(eb <= act_bound + tol_a, "[%lld,%lld]: %.9g vs %.9g (b): error %.3g > bound %.3g",
                           (long long)i, (long long)r, got, ref_b, eb, act_bound + tol_a);
                 if (E > 0) worst_a = fmax(worst_a, ea / E);
@@ -442,5 +449,6 @@ Test(q4k, unknown_path_one_line_error) {
     setenv("NSA_Q4K_PATH", "sse9", 1);
     cr_expect_eq(q4k_setup(), NSA_ERR);
     fflush(stderr);
-    cr_expect_stderr_eq_str("nsa: error: NSA_Q4K_PATH=sse9: unknown Q4_K kernel path (ref, avx2 or avx512)\n");
+    cr_expect_stderr_eq_str(
+        "nsa: error: NSA_Q4K_PATH=sse9: unknown Q4_K kernel path (ref, avx2 or avx512)\n");
 }
