@@ -46,7 +46,9 @@ int64_t q4k_row_blocks(int64_t cols);  // ceil(cols / 256)
 int64_t q4k_row_bytes(int64_t cols);   // 144 · q4k_row_blocks(cols)
 
 // q[q4k_row_bytes(cols)] = ggml's quantize_row_q4_K_ref of x[cols] padded with zeros.
-// Non-finite input gives the bytes that algorithm gives (garbage, but defined: no UB).
+// Non-finite weights (callers reject them first) give the bytes a release build of ggml
+// gives (a debug build asserts in nearest_int): garbage, but deterministic, confined to
+// their own 256-block, and free of undefined behaviour.
 void q4k_quantize_row(uint8_t *q, const float *x, int64_t cols);
 // q[rows, q4k_row_bytes(cols)] from w[rows, cols]; threads split rows.
 void q4k_quantize_rows(uint8_t *q, const float *w, int64_t rows, int64_t cols);

