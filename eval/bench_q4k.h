@@ -6,9 +6,9 @@
 
 // Prints one table to `out`, every figure a ratio of two measurements taken in this run
 // with the current OpenMP thread count: read bandwidth vs Q4_K matvec on a 16384 x 16384
-// matrix (144 MiB, far beyond the last-level cache), that matvec vs float32 sgemv of the
-// same matrix, and Q4_K matmul vs float32 sgemm with 512 activation rows. Needs about
-// 1.3 GiB of memory and a few tens of seconds. Returns NSA_OK.
+// matrix (144 MiB, flushed from the caches before each timing), that matvec vs float32
+// sgemv of the same matrix, and Q4_K matmul vs float32 sgemm with 512 activation rows.
+// Needs about 1.3 GiB of memory and 10 s on two cores. Returns NSA_OK.
 int bench_q4k_run(FILE *out);
 
 #endif
