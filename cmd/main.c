@@ -6,6 +6,7 @@
 #include "cmd/cmd.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
+#include "kernels/q4k.h"
 
 typedef struct {
     const char *name;
@@ -32,6 +33,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     cpu_setup(argc, argv);
+    if (q4k_setup() != NSA_OK) return 1;  // a bad NSA_Q4K_PATH is a one-line error
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -118,7 +118,8 @@ Test(fixtures, nsa_gqa1) { check_fixture("tests/fixtures/nsa_gqa1.h5"); }
 // Every committed fixture is exercised above: a new one without a test fails here.
 Test(fixtures, all_listed) {
     const char *known = "dense.h5 nsa_default.h5 nsa_linear_separate_softmax.h5 nsa_mean_equal_blocks.h5 "
-                        "nsa_mixed_ragged.h5 nsa_short.h5 nsa_gqa1.h5";
+                        "nsa_mixed_ragged.h5 nsa_short.h5 nsa_gqa1.h5 "
+                        "q4k_vectors.h5";  // ggml's Q4_K bytes: tests/test_q4k.c
     DIR *d = opendir("tests/fixtures");
     cr_assert(d);
     struct dirent *e;
@@ -129,5 +130,5 @@ Test(fixtures, all_listed) {
             count++;
         }
     closedir(d);
-    cr_expect_eq(count, 7);
+    cr_expect_eq(count, 8);
 }
