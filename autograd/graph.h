@@ -16,6 +16,9 @@ typedef struct Tensor {
     int64_t shape[TENSOR_MAX_DIM];
     int64_t size;                    // number of elements
     int requires_grad;
+    // Inference only: when set, this [out, in] matrix is these Q4_K rows (kernels/q4k.h) and
+    // `data` is not read; linear and embedding go through the fused Q4_K kernels. No gradient.
+    const uint8_t *q4k;
 } Tensor;
 
 struct Graph;

@@ -35,7 +35,12 @@ Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
     NSA_ASSERT(x->shape[x->ndim - 1] == in);
     int64_t rows = x->size / in;
     Tensor *y = tensor_new2(g, rows, out);
-    linear_forward(y->data, x->data, w->data, b ? b->data : NULL, rows, in, out);
+    if (w->q4k) {
+        NSA_ASSERT(!w->requires_grad);
+        linear_forward_q4k(y->data, x->data, w->q4k, b ? b->data : NULL, rows, in, out);
+    } else {
+        linear_forward(y->data, x->data, w->data, b ? b->data : NULL, rows, in, out);
+    }
     y->requires_grad = any_grad(x, w) || (b && b->requires_grad);
     if (g->record && y->requires_grad) {
         Node *n = graph_push(g, "linear", linear_bwd, y);
@@ -55,7 +60,8 @@ static void embedding_bwd(Graph *g, Node *n) {
 Tensor *op_embedding(Graph *g, Tensor *w, const int32_t *tok, int64_t rows) {
     graph_set_op(g, "embedding");
     Tensor *y = tensor_new2(g, rows, w->shape[1]);
-    embed_forward(y->data, w->data, tok, rows, w->shape[0], w->shape[1]);
+    if (w->q4k) embed_forward_q4k(y->data, w->q4k, tok, rows, w->shape[0], w->shape[1]);
+    else embed_forward(y->data, w->data, tok, rows, w->shape[0], w->shape[1]);
     y->requires_grad = w->requires_grad;
     if (g->record && y->requires_grad) {
         Node *n = graph_push(g, "embedding", embedding_bwd, y);

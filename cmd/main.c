@@ -18,11 +18,13 @@ static const Command commands[] = {
     {"prepare", "--text FILE --out data.h5 [--val-fraction 0.05]   text -> byte tokens", cmd_prepare},
     {"init", "--config NAME|FILE [--seed N] [--set k=v ...] --out ckpt.h5   a fresh checkpoint", cmd_init},
     {"train", "--config NAME|FILE [--set k=v ...] [--name NAME] | --resume RUN_DIR   train a model", cmd_train},
-    {"eval", "--ckpt FILE --data data.h5 [--batches N]     validation loss", cmd_eval},
+    {"eval", "--ckpt FILE --data data.h5 [--windows N] [--quant q4_k]   validation loss, float32 vs Q4_K",
+     cmd_eval},
+    {"quantize", "--ckpt FILE --out FILE.q4k.h5   quantize a checkpoint to Q4_K (ggml's bytes)", cmd_quantize},
     {"generate", "--ckpt FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed N]", cmd_generate},
     {"trace", "--ckpt FILE --data data.h5 --out trace.h5    logits, loss, grads, selection", cmd_trace},
     {"hangcheck", "[--layers 1,12] [--seq 128,512,1024,2048] [--timeout SEC] [--json FILE]", cmd_hangcheck},
-    {"bench", "[kernels]   long kernel measurements (never part of make test)", cmd_bench},
+    {"bench", "[kernels|q4k]   long kernel measurements (never part of make test)", cmd_bench},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 

@@ -7,7 +7,7 @@
 #include "kernels/common.h"
 #include "data/h5.h"
 
-static int write_config(hid_t f, const Config *c) {
+int ckpt_config_write(hid_t f, const Config *c) {
     hid_t g = h5_group(f, "config");
     if (g < 0) return NSA_ERR;
     int rc = NSA_OK;
@@ -40,7 +40,7 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
     AtomicFile a;
     hid_t f = h5_create(&a, path);
     if (f < 0) return NSA_ERR;
-    int rc = write_config(f, &m->cfg);
+    int rc = ckpt_config_write(f, &m->cfg);
     if (rc == NSA_OK) rc = write_tensors(f, "params", m, m->data);
     if (rc == NSA_OK && adam_m && adam_v) {
         hid_t g = h5_group(f, "optim");
@@ -65,7 +65,7 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
     return h5_commit(f, &a);
 }
 
-static int read_config_group(hid_t f, Config *c, const char *path) {
+int ckpt_config_read(hid_t f, Config *c, const char *path) {
     if (!h5_exists(f, "config")) {
         nsa_error("%s: no /config group (not an nsa checkpoint?)", path);
         return NSA_ERR;
@@ -105,7 +105,7 @@ static int read_config_group(hid_t f, Config *c, const char *path) {
 int ckpt_read_config(const char *path, Config *cfg) {
     hid_t f = h5_open_read(path);
     if (f < 0) return NSA_ERR;
-    int rc = read_config_group(f, cfg, path);
+    int rc = ckpt_config_read(f, cfg, path);
     H5Fclose(f);
     return rc;
 }
@@ -156,7 +156,12 @@ int ckpt_load(const char *path, Model *m) {
     Config c;
     config_defaults(&c);
     c.gate_hidden = 0;
-    int rc = read_config_group(f, &c, path);
+    int rc = ckpt_config_read(f, &c, path);
+    if (rc == NSA_OK && h5_exists(f, "q4k")) {
+        nsa_error("%s is a Q4_K quantized checkpoint: only nsa eval and nsa generate read it (training needs "
+                  "float32 weights)", path);
+        rc = NSA_ERR;
+    }
     if (rc == NSA_OK) {
         if (!h5_exists(f, "params")) {
             nsa_error("%s: no /params group", path);

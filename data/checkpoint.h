@@ -3,6 +3,7 @@
 #ifndef NSA_CHECKPOINT_H
 #define NSA_CHECKPOINT_H
 
+#include <hdf5.h>
 #include <stdint.h>
 
 #include "model/model.h"
@@ -17,6 +18,10 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
               const TrainState *st);
 // Reads /config over `cfg` (which holds defaults or the caller's settings) and validates it.
 int ckpt_read_config(const char *path, Config *cfg);
+// The /config group alone, for the formats that share it (data/q4k_file.h). Reading
+// validates the config and reports one line naming `path` on failure.
+int ckpt_config_write(hid_t f, const Config *c);
+int ckpt_config_read(hid_t f, Config *c, const char *path);
 // Creates *m from the file's config and reads every parameter, checking names and shapes.
 int ckpt_load(const char *path, Model *m);
 // Reads /optim and /state; returns 1 if the file has none (weights-only checkpoint).

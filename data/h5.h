@@ -17,6 +17,7 @@ int h5_attr_f64(hid_t loc, const char *name, double v);
 int h5_attr_str(hid_t loc, const char *name, const char *v);
 int h5_attr_u64_array(hid_t loc, const char *name, const uint64_t *v, int n);
 int h5_write_f32(hid_t loc, const char *name, const float *data, int ndim, const int64_t *shape);
+int h5_write_u8(hid_t loc, const char *name, const uint8_t *data, int ndim, const int64_t *shape);
 int h5_write_i32(hid_t loc, const char *name, const int32_t *data, int ndim, const int64_t *shape);
 int h5_write_f64_scalar(hid_t loc, const char *name, double v);
 // Reads a float dataset whose shape must equal `shape`; `what` names the file in errors.

@@ -113,6 +113,7 @@ void model_free(Model *m) {
     free(m->data);
     free(m->grad);
     free(m->rope);
+    free(m->q4k_data);
     memset(m, 0, sizeof *m);
 }
 

@@ -36,6 +36,8 @@ typedef struct {
     Tensor *lm_head;     // (V, D); == tok_emb when tied
     Layer layers[CFG_MAX_LAYERS];
     float *rope;         // (seq_len, Dh/2, 2) cos, sin
+    uint8_t *q4k_data;   // (q4k_bytes) Q4_K rows of the quantized matrices (model/quant.h), or NULL
+    int64_t q4k_bytes;
 } Model;
 
 // Builds the parameter table for a validated config; data zeroed.
