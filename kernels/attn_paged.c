@@ -12,6 +12,8 @@ static inline int imax(int a, int b) { return a > b ? a : b; }
 
 // Chunks over the union [a, uhi) of the rows' logical ranges [llo[r], lhi[r]): each chunk
 // stays inside one page and holds <= ATTN_KEYS tokens; the iterator reports pool rows.
+// A row's result depends only on where the chunk edges fall inside its own range (keys it
+// does not see change nothing in the online softmax).
 typedef struct {
     const KvPaged *kv;
     int n, a, uhi;
@@ -27,8 +29,11 @@ static void paged_chunks_init(PagedChunks *c, const KvPaged *kv, int n) {
 static int paged_chunks_next(void *ctx, int *k0, int *nk, int *lo, int *hi) {
     PagedChunks *c = ctx;
     if (c->a >= c->uhi) return 0;
-    const int pl = c->kv->page_len, j = c->a / pl;
-    const int end = imin(imin(c->a + ATTN_KEYS, (j + 1) * pl), c->uhi);
+    const int pl = c->kv->page_len, j = c->a / pl, in = c->a % pl;
+    // Chunk edges at page starts and every ATTN_KEYS tokens into a page, wherever the union
+    // starts: a row's keys are then cut the same way whatever other rows share its tile, so
+    // prefill and one-token steps give the same bits.
+    const int end = imin(imin(c->a - in + (in / ATTN_KEYS + 1) * ATTN_KEYS, (j + 1) * pl), c->uhi);
     *k0 = c->kv->pages[j] * pl + c->a % pl;
     *nk = end - c->a;
     for (int r = 0; r < c->n; r++) {

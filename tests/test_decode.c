@@ -71,8 +71,10 @@ static double row_err(const float *a, const float *ref, int V) {
 }
 
 // Prefill the first P tokens (P = 0: none), then decode the rest one at a time; every row's
-// logits against the full forward. Returns the worst row error.
-static double run_split(Model *m, const Weights *w, const int32_t *ids, int T, int P, const float *ref) {
+// logits against the full forward, and bit for bit against `same` (the P = 0 run's logits,
+// [T, V]) when given. Returns the worst row error; out (NULL ok) receives the logits.
+static double run_split(Model *m, const Weights *w, const int32_t *ids, int T, int P, const float *ref,
+                        const float *same, float *out) {
     const int V = (int)m->cfg.vocab_size;
     Pool pool;
     cr_assert_eq(pool_init(&pool, &m->cfg, kvseq_pages(&m->cfg, T)), NSA_OK);
@@ -90,6 +92,8 @@ static double run_split(Model *m, const Weights *w, const int32_t *ids, int T, i
             cr_expect(err <= 1e-5, "prefill %d: position %d: rel err %g", P, t, err);
             worst = fmax(worst, err);
         }
+        if (out) memcpy(out, lg, (size_t)P * V * sizeof(float));
+        if (same) cr_expect(!memcmp(lg, same, (size_t)P * V * sizeof(float)), "prefill %d differs from one-token steps", P);
     }
     for (int t = P; t < T; t++) {
         DecodeRows e = {&s, ids + t, 1};
@@ -97,6 +101,9 @@ static double run_split(Model *m, const Weights *w, const int32_t *ids, int T, i
         double err = row_err(lg, ref + (size_t)t * V, V);
         cr_expect(err <= 1e-5, "prefill %d, then position %d: rel err %g", P, t, err);
         worst = fmax(worst, err);
+        if (out) memcpy(out + (size_t)t * V, lg, (size_t)V * sizeof(float));
+        if (same) cr_expect(!memcmp(lg, same + (size_t)t * V, (size_t)V * sizeof(float)),
+                            "prefill %d, then position %d: differs from one-token steps", P, t);
     }
     cr_expect_eq(s.len, T);
     kvseq_free(&s, &pool);
@@ -123,11 +130,15 @@ static void check_case(const Case *k) {
     // edge, ragged lengths, and the whole sequence.
     const int l = (int)c->cmp_block, d = (int)c->cmp_stride, lp = (int)c->slc_block, win = (int)c->window;
     const int splits[] = {0, 1, 2, l - 1, l, l + d - 1, lp - 1, lp, lp + 1, win, win + 1, 3 * lp + 5, k->T};
-    double worst = 0.0;
-    for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
-        if (splits[i] > k->T || (i > 0 && splits[i] == splits[i - 1])) continue;
-        worst = fmax(worst, run_split(&m, w, ids, k->T, splits[i], ref));
+    // Every prefill length gives the same bits as one-token steps from the start: a row's
+    // result never depends on the rows that share its call.
+    float *steps = nsa_malloc((size_t)k->T * c->vocab_size * sizeof(float));
+    double worst = run_split(&m, w, ids, k->T, 0, ref, NULL, steps);
+    for (size_t i = 1; i < sizeof splits / sizeof splits[0]; i++) {
+        if (splits[i] > k->T || splits[i] == splits[i - 1]) continue;
+        worst = fmax(worst, run_split(&m, w, ids, k->T, splits[i], ref, steps, NULL));
     }
+    free(steps);
     cr_log_info("decode %s: T %d, worst row max|d|/max|ref| %.2e", k->name, k->T, worst);
     free(ref), free(ids), free(w);
     model_free(&m);
