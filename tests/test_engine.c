@@ -220,3 +220,112 @@ Test(engine, stops_at_the_context_length, .init = setup_nsa, .fini = teardown) {
     cr_expect_eq(engine_seq(&e, 1)->n_tokens, 129);
     engine_free(&e);
 }
+
+// ---------------------------------------------------------------------------- nsa generate
+
+#include "tests/testutil.h"
+
+static char dir[256];
+static void make_dir(void) { tu_mkdtemp(dir, sizeof dir, "nsa_engine_"); }
+static void remove_dir(void) { tu_rm_rf(dir); }
+
+// stdout of `nsa ARGS` with OMP_NUM_THREADS=threads, every "seconds" value blanked.
+static char *run_out(int threads, const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d %s %s 2>/dev/null | sed 's/\"seconds\":[0-9.]*/\"seconds\":S/'",
+             threads, tu_bin(), args);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    size_t cap = 1 << 16, n = 0, k;
+    char *buf = nsa_malloc(cap);
+    while ((k = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += k;
+    buf[n] = 0;
+    cr_assert_eq(pclose(p), 0, "%s failed", args);
+    return buf;
+}
+
+// Greedy and sampled text with the cache equal --no-cache for prompts of 1, 50 and 500 bytes
+// (seq_len 1024, so the 500-byte prompt and its continuation fit), and --batch changes nothing.
+Test(engine, generate_cache_equals_no_cache, .init = make_dir, .fini = remove_dir, .timeout = 120) {
+    char err[4096], args[1024];
+    int rc = tu_run(err, sizeof err, "init --config tiny --set seq_len=1024 --seed 4 --out %s/c.h5", dir);
+    cr_assert_eq(rc, 0, "%s", err);
+    char path[300];
+    snprintf(path, sizeof path, "%s/p.txt", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    static const char text[] = "And God said, Let there be light: and there was light. ";
+    fputs("A\n", f);
+    for (int i = 0; i < 50; i++) fputc(text[i % (sizeof text - 1)], f);
+    fputc('\n', f);
+    for (int i = 0; i < 500; i++) fputc(text[(i * 7) % (sizeof text - 1)], f);
+    fputc('\n', f);
+    fclose(f);
+    const char *temps[] = {"0", "1"};
+    for (int t = 0; t < 2; t++) {
+        snprintf(args, sizeof args, "generate --ckpt %s/c.h5 --prompts %s --max-tokens 40 --temperature %s --no-cache",
+                 dir, path, temps[t]);
+        char *ref = run_out(1, args);
+        cr_assert_eq(tu_count_lines(ref), 3, "%s", ref);
+        snprintf(args, sizeof args, "generate --ckpt %s/c.h5 --prompts %s --max-tokens 40 --temperature %s --batch 1",
+                 dir, path, temps[t]);
+        char *one = run_out(1, args);
+        snprintf(args, sizeof args, "generate --ckpt %s/c.h5 --prompts %s --max-tokens 40 --temperature %s --batch 3",
+                 dir, path, temps[t]);
+        char *three = run_out(2, args);
+        cr_expect_str_eq(one, ref, "temperature %s: cache differs from --no-cache", temps[t]);
+        cr_expect_str_eq(three, one, "temperature %s: --batch 3 with 2 threads differs from --batch 1", temps[t]);
+        if (t == 1) cr_expect(strstr(ref, "\"tokens\":40,\"finish_reason\":\"length\""), "%s", ref);
+        free(ref), free(one), free(three);
+    }
+    // --prompt streams the same text.
+    snprintf(args, sizeof args, "generate --ckpt %s/c.h5 --prompt 'In the beginning' --max-tokens 30 --temperature 1",
+             dir);
+    char *a = run_out(1, args);
+    snprintf(args, sizeof args,
+             "generate --ckpt %s/c.h5 --prompt 'In the beginning' --max-tokens 30 --temperature 1 --no-cache", dir);
+    char *b = run_out(1, args);
+    cr_expect_eq(strlen(a), strlen("In the beginning") + 30 + 1);
+    cr_expect(!memcmp(a, b, strlen(a) + 1), "--prompt: cache and --no-cache differ");
+    free(a), free(b);
+}
+
+// JSON escaping, the stop at the context length, and bad prompt files as one-line errors.
+Test(engine, generate_json_context_and_errors, .init = make_dir, .fini = remove_dir, .timeout = 60) {
+    char err[4096], args[1024], path[300];
+    int rc = tu_run(err, sizeof err, "init --config tiny --set seq_len=64 --seed 4 --out %s/c.h5", dir);
+    cr_assert_eq(rc, 0, "%s", err);
+    snprintf(path, sizeof path, "%s/p.txt", dir);
+    FILE *f = fopen(path, "w");
+    fputs("say \"hi\"\\\tcaf\xc3\xa9\r\n", f);
+    for (int i = 0; i < 60; i++) fputc('a' + i % 26, f);
+    fputc('\n', f);
+    fclose(f);
+    for (int nc = 0; nc < 2; nc++) {
+        snprintf(args, sizeof args, "generate --ckpt %s/c.h5 --prompts %s --max-tokens 10%s", dir, path,
+                 nc ? " --no-cache" : "");
+        char *out = run_out(1, args);
+        cr_expect(!strncmp(out, "{\"prompt\":\"say \\\"hi\\\"\\\\\\tcaf\\u00c3\\u00a9\",\"completion\":\"", 55),
+                  "%s", out);
+        // 60 prompt tokens + 5 generated: the 5th comes from position 63, the last of seq_len 64.
+        cr_expect(strstr(out, "\"tokens\":5,\"finish_reason\":\"context\""), "%s", out);
+        cr_expect(strstr(out, "\"tokens\":10,\"finish_reason\":\"length\""), "%s", out);
+        free(out);
+    }
+    f = fopen(path, "w");
+    fputs("ok\n\nnext\n", f);
+    fclose(f);
+    rc = tu_run(err, sizeof err, "generate --ckpt %s/c.h5 --prompts %s", dir, path);
+    TU_ASSERT_ONE_LINE_ERROR(rc, err, "prompt 2 is empty");
+    f = fopen(path, "w");
+    for (int i = 0; i < 65; i++) fputc('x', f);
+    fclose(f);
+    rc = tu_run(err, sizeof err, "generate --ckpt %s/c.h5 --prompts %s", dir, path);
+    TU_ASSERT_ONE_LINE_ERROR(rc, err, "longer than the model's context (seq_len 64)");
+    rc = tu_run(err, sizeof err, "generate --ckpt %s/c.h5 --prompts %s/none.txt", dir, dir);
+    TU_ASSERT_ONE_LINE_ERROR(rc, err, "cannot open prompts file");
+    rc = tu_run(err, sizeof err, "generate --ckpt %s/c.h5 --prompts %s --prompt x", dir, path);
+    TU_ASSERT_ONE_LINE_ERROR(rc, err, "not both");
+    rc = tu_run(err, sizeof err, "generate --ckpt %s/c.h5 --prompt x --batch 0", dir);
+    TU_ASSERT_ONE_LINE_ERROR(rc, err, "--batch");
+}
