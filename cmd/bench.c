@@ -7,13 +7,17 @@
 #include "cmd/cmd.h"
 #include "data/path.h"
 #include "eval/bench.h"
+#include "eval/bench_decode.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 
 static const char usage[] =
-    "usage: nsa bench [kernels]\n"
+    "usage: nsa bench [kernels|decode]\n"
     "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
     "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
+    "  decode: decode tokens/s of NSA vs dense layers (small dimensions, seq_len 32768, random\n"
+    "  init) at batch 1 and 8 and contexts 1k, 8k, 32k, and bytes read per step against the\n"
+    "  measured copy bandwidth.\n"
     "  Training-step and memory measurements: scripts/bench-ckpt.sh (make bench).\n";
 
 enum { O_HELP = 1, O_WHAT };
@@ -43,6 +47,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%.3f\n", bench_sgemm_gflops(1024));
         return 0;
     }
+    if (!strcmp(what, "decode")) return bench_decode() == NSA_OK ? 0 : 1;
     if (strcmp(what, "kernels")) {
         nsa_error("unknown benchmark '%s' (nsa bench --help)", what);
         return 2;
