@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/attn_decode.h"
 #include "kernels/common.h"
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -61,8 +62,8 @@ void attn_paged_forward(float *o, float *lse, const float *q, const KvPaged *kv,
         }
         paged_chunks_init(&c, kv, tl.n);
         const size_t hoff = (size_t)g * Dh;
-        attn_tile_forward(o, lse, q, kv->k + hoff, kv->v + hoff, kv->kv_stride, &tl, paged_chunks_next,
-                          &c, Dh);
+        (tl.n <= ATTN_ROWS_KERNEL_MAX ? attn_rows_forward : attn_tile_forward)(
+            o, lse, q, kv->k + hoff, kv->v + hoff, kv->kv_stride, &tl, paged_chunks_next, &c, Dh);
     }
 }
 
@@ -132,7 +133,7 @@ void nsa_slc_paged_forward(float *o, float *lse, const float *q, const KvPaged *
         }
         c->a = c->nu > 0 ? c->u[0] * kv->page_len : 0;
         const size_t hoff = (size_t)g * Dh;
-        attn_tile_forward(o, lse, q, kv->k + hoff, kv->v + hoff, kv->kv_stride, &tl, slc_paged_next, c,
-                          Dh);
+        (tl.n <= ATTN_ROWS_KERNEL_MAX ? attn_rows_forward : attn_tile_forward)(
+            o, lse, q, kv->k + hoff, kv->v + hoff, kv->kv_stride, &tl, slc_paged_next, c, Dh);
     }
 }

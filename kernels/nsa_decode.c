@@ -5,8 +5,25 @@
 #include "kernels/nsa_decode.h"
 
 #include "kernels/attention.h"
+#include "kernels/attn_decode.h"
 #include "kernels/common.h"
 #include "kernels/nsa_select.h"
+
+// The rows' own ranges walked in ATTN_KEYS steps from the union's start (as attention.c's
+// default iterator, so either tile kernel cuts a row's keys alike).
+typedef struct {
+    const AttnTile *tl;
+    int s0, uhi;
+} RangeChunks;
+
+static int range_next(void *ctx, int *k0, int *nk, int *lo, int *hi) {
+    RangeChunks *rc = ctx;
+    if (rc->s0 >= rc->uhi) return 0;
+    *k0 = rc->s0, *nk = nsa_imin(ATTN_KEYS, rc->uhi - rc->s0);
+    for (int r = 0; r < rc->tl->n; r++) lo[r] = rc->tl->lo[r], hi[r] = rc->tl->hi[r];
+    rc->s0 += *nk;
+    return 1;
+}
 
 void nsa_cmp_decode_forward(float *o, float *lse, const float *q, const float *kc,
                             const float *vc, int p0, int m, const NsaShape *s) {
@@ -20,9 +37,14 @@ void nsa_cmp_decode_forward(float *o, float *lse, const float *q, const float *k
         AttnTile tl;
         int b, g;
         attn_grid_tile(&tl, &b, &g, task, &gr);
-        for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, p0 + tl.t[r]);
+        RangeChunks rc = {&tl, 0x7fffffff, 0};
+        for (int r = 0; r < tl.n; r++) {
+            tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, p0 + tl.t[r]);
+            if (tl.hi[r] > 0) rc.s0 = 0, rc.uhi = rc.uhi > tl.hi[r] ? rc.uhi : tl.hi[r];
+        }
         const size_t hoff = (size_t)g * s->Dh;
-        attn_tile_forward(o, lse, q, kc + hoff, vc + hoff, ks, &tl, NULL, NULL, s->Dh);
+        (tl.n <= ATTN_ROWS_KERNEL_MAX ? attn_rows_forward : attn_tile_forward)(o, lse, q, kc + hoff, vc + hoff, ks,
+                                                                              &tl, range_next, &rc, s->Dh);
     }
 }
 

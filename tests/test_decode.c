@@ -178,3 +178,55 @@ Test(decode, long_mlp_separate_pages_of_64) {
               301};
     check_case(&k);
 }
+
+// ---------------------------------------------------------------------------- kernels
+
+#include "kernels/attn_decode.h"
+
+// The rows' own ranges in ATTN_KEYS steps from 0 (what attention.c's default iterator does
+// for ranges starting at 0): the same chunks for both kernels.
+typedef struct {
+    const AttnTile *tl;
+    int s0, uhi;
+} Steps;
+
+static int steps_next(void *ctx, int *k0, int *nk, int *lo, int *hi) {
+    Steps *c = ctx;
+    if (c->s0 >= c->uhi) return 0;
+    *k0 = c->s0, *nk = c->uhi - c->s0 < ATTN_KEYS ? c->uhi - c->s0 : ATTN_KEYS;
+    for (int r = 0; r < c->tl->n; r++) lo[r] = c->tl->lo[r], hi[r] = c->tl->hi[r];
+    c->s0 += *nk;
+    return 1;
+}
+
+// attn_rows_forward (keys as lanes) gives attn_tile_forward's bits for every row, ragged
+// ranges, empty rows and a Dh without a specialised build included.
+Test(decode, rows_kernel_bit_identical_to_tile_kernel) {
+    const int dhs[] = {16, 32, 24};
+    Rng r;
+    rng_seed(&r, 8);
+    for (int di = 0; di < 3; di++) {
+        const int Dh = dhs[di], T = 150, n = 12;
+        float *q = nsa_malloc((size_t)n * Dh * sizeof(float)), *k = nsa_malloc((size_t)T * Dh * sizeof(float));
+        float *v = nsa_malloc((size_t)T * Dh * sizeof(float));
+        rng_fill_normal(&r, q, (int64_t)n * Dh, 2.0);
+        rng_fill_normal(&r, k, (int64_t)T * Dh, 1.0);
+        rng_fill_normal(&r, v, (int64_t)T * Dh, 1.0);
+        AttnTile tl;
+        attn_tile_rows(&tl, 0, n, 1, 0, NULL, n, 0, 1);
+        for (int i = 0; i < n; i++) {
+            tl.lo[i] = (int)rng_below(&r, 80);
+            tl.hi[i] = i == 3 ? tl.lo[i] : tl.lo[i] + 1 + (int)rng_below(&r, (uint64_t)(T - tl.lo[i]));
+        }
+        float o[2][12 * 32], lse[2][12];
+        for (int kern = 0; kern < 2; kern++) {
+            Steps c = {&tl, 0, T};
+            (kern ? attn_rows_forward : attn_tile_forward)(o[kern], lse[kern], q, k, v, (size_t)Dh, &tl, steps_next,
+                                                          &c, Dh);
+        }
+        cr_expect(!memcmp(o[0], o[1], (size_t)n * Dh * sizeof(float)), "Dh %d: outputs differ", Dh);
+        cr_expect(!memcmp(lse[0], lse[1], sizeof lse[0]), "Dh %d: lse differ", Dh);
+        cr_expect_eq(lse[1][3], -INFINITY, "a row without keys");
+        free(q), free(k), free(v);
+    }
+}
