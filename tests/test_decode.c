@@ -171,8 +171,8 @@ Test(decode, ragged_mean_longer) {
 }
 
 Test(decode, long_mlp_separate_pages_of_64) {
-    // l' = 64 = one full key chunk per page; n = 3 is exactly the forced set.
-    Case k = {"mlp separate l32 d16 l'64 n3 w48",
+    // l' = 64: one full key chunk per page; the window edge falls inside a page.
+    Case k = {"mlp separate l32 d16 l'64 n6 w48",
               {"kv=separate", "cmp_block=32", "cmp_stride=16", "slc_block=64", "slc_topn=6", "window=48",
                "seq_len=320"},
               301};
