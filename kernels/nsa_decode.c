@@ -48,9 +48,13 @@ void nsa_cmp_decode_forward(float *o, float *lse, const float *q, const float *k
     }
 }
 
-// One task per (row, group): pg [Nc] then ps [Ns].
+// One task per (row, group); task i uses scratch slot i % NSA_DECODE_SLOTS, pg [Nc] then
+// ps [Ns], so a long prefill needs no more work memory than a decode step of as many tasks.
+#define NSA_DECODE_SLOTS 32
+
 size_t nsa_select_decode_work_bytes(int m, const NsaShape *s) {
-    return (size_t)m * s->G * (nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
+    const long tasks = (long)m * s->G, slots = tasks < NSA_DECODE_SLOTS ? tasks : NSA_DECODE_SLOTS;
+    return (size_t)slots * (nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
 }
 
 void nsa_select_decode(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
@@ -60,28 +64,30 @@ void nsa_select_decode(int32_t *idx, const float *q, const float *kc, const floa
     const int Nc = nsa_n_cmp(s), Ns = nsa_n_slc(s);
     const size_t ks = (size_t)G * Dh;
     const int hb = rep < ATTN_ROWS ? rep : ATTN_ROWS;
-    const long tasks = (long)m * G;
-#pragma omp parallel for schedule(static)
-    for (long task = 0; task < tasks; task++) {
-        const int i = (int)(task / G), g = (int)(task % G), t = p0 + i;
-        float *pg = (float *)work + (size_t)task * (Nc + Ns), *ps = pg + Nc;
+    const long tasks = (long)m * G, slots = tasks < NSA_DECODE_SLOTS ? tasks : NSA_DECODE_SLOTS;
+#pragma omp parallel for schedule(static, 1)
+    for (long slot = 0; slot < slots; slot++) {
+        float *pg = (float *)work + (size_t)slot * (Nc + Ns), *ps = pg + Nc;
         float P[ATTN_KEYS * ATTN_ROWS];
-        const int nvis = nsa_cmp_visible(s, Nc, t);
-        for (int c = 0; c < Nc; c++) pg[c] = 0.0f;
-        // As nsa_select: chunks of compressed keys, heads added in head order.
-        for (int h0 = 0; h0 < rep; h0 += hb) {
-            const int nh = nsa_imin(hb, rep - h0);
-            AttnTile tl;
-            attn_tile_rows(&tl, 0, m, H, i, NULL, 1, g * rep + h0, nh);
-            for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nvis;
-            for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
-                const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
-                attn_tile_probs(P, q, lse, kc + (size_t)g * Dh, ks, &tl, c0, nk, Dh);
-                for (int j = 0; j < nk; j++)
-                    for (int r = 0; r < tl.n; r++) pg[c0 + j] += P[j * ATTN_ROWS + r];
+        for (long task = slot; task < tasks; task += slots) {
+            const int i = (int)(task / G), g = (int)(task % G), t = p0 + i;
+            const int nvis = nsa_cmp_visible(s, Nc, t);
+            for (int c = 0; c < Nc; c++) pg[c] = 0.0f;
+            // As nsa_select: chunks of compressed keys, heads added in head order.
+            for (int h0 = 0; h0 < rep; h0 += hb) {
+                const int nh = nsa_imin(hb, rep - h0);
+                AttnTile tl;
+                attn_tile_rows(&tl, 0, m, H, i, NULL, 1, g * rep + h0, nh);
+                for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nvis;
+                for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
+                    const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
+                    attn_tile_probs(P, q, lse, kc + (size_t)g * Dh, ks, &tl, c0, nk, Dh);
+                    for (int j = 0; j < nk; j++)
+                        for (int r = 0; r < tl.n; r++) pg[c0 + j] += P[j * ATTN_ROWS + r];
+                }
             }
+            nsa_select_top(idx + ((size_t)i * G + g) * n, pg, ps, t, s);
         }
-        nsa_select_top(idx + ((size_t)i * G + g) * n, pg, ps, t, s);
     }
 }
 

@@ -1,13 +1,15 @@
 // test_decode.c: decoding against the full forward. Token by token, and after prefills of
 // every boundary length, the decoder's logits at each position equal row t of
 // model_forward (max|Δ|/max|ref| <= 1e-5 per row) for dense and NSA layers under several
-// option sets, at tiny and longer ragged lengths.
+// option sets, at tiny and longer ragged lengths; every prefill length gives the bits of
+// one-token steps; the few-rows attention kernel gives the tile kernel's bits.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "eval/decode.h"
+#include "kernels/attn_decode.h"
 #include "kernels/common.h"
 #include "kernels/rng.h"
 #include "model/model.h"
@@ -180,8 +182,6 @@ Test(decode, long_mlp_separate_pages_of_64) {
 }
 
 // ---------------------------------------------------------------------------- kernels
-
-#include "kernels/attn_decode.h"
 
 // The rows' own ranges in ATTN_KEYS steps from 0 (what attention.c's default iterator does
 // for ranges starting at 0): the same chunks for both kernels.

@@ -3,6 +3,7 @@
 // mixed requests (queued for pages, sessions, refusals); a reused session's output equals a
 // fresh prefill's; the stop at the context length.
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "kernels/common.h"
 #include "kernels/rng.h"
 #include "model/model.h"
+#include "tests/testutil.h"
 
 static Model model;
 static Weights *weights;
@@ -29,6 +31,19 @@ static void setup_model(const char *attn, const char *seq_len) {
 }
 
 static void setup_nsa(void) { setup_model("attn=nsa", "seq_len=128"); }
+// Refusals print error lines: captured, and checked where they are the point.
+static void setup_nsa_quiet(void) {
+    cr_redirect_stderr();
+    setup_nsa();
+}
+
+static const char *stderr_text(void) {
+    static char buf[4096];
+    fflush(stderr);
+    size_t n = fread(buf, 1, sizeof buf - 1, cr_get_redirected_stderr());
+    buf[n] = 0;
+    return buf;
+}
 static void setup_mixed(void) { setup_model("attn=dense,nsa", "seq_len=96"); }
 static void teardown(void) {
     free(weights);
@@ -93,7 +108,7 @@ static void batch_invariance(void) {
 Test(engine, batch_invariant_nsa, .init = setup_nsa, .fini = teardown) { batch_invariance(); }
 Test(engine, batch_invariant_dense_nsa, .init = setup_mixed, .fini = teardown) { batch_invariance(); }
 
-Test(engine, pool_all_free_after_ten_mixed_rounds, .init = setup_nsa, .fini = teardown) {
+Test(engine, pool_all_free_after_ten_mixed_rounds, .init = setup_nsa_quiet, .fini = teardown) {
     omp_set_num_threads(1);
     // A pool of two full-length sequences under a batch of four: requests wait for pages.
     Engine e;
@@ -124,7 +139,7 @@ Test(engine, pool_all_free_after_ten_mixed_rounds, .init = setup_nsa, .fini = te
     engine_free(&e);
 }
 
-Test(engine, refusals_are_one_line_and_leave_the_pool_whole, .init = setup_nsa, .fini = teardown) {
+Test(engine, refusals_are_one_line_and_leave_the_pool_whole, .init = setup_nsa_quiet, .fini = teardown) {
     Engine e;
     const int pages = kvseq_pages(&model.cfg, 64);
     cr_assert_eq(engine_init(&e, weights, pages, 2), NSA_OK);
@@ -152,6 +167,21 @@ Test(engine, refusals_are_one_line_and_leave_the_pool_whole, .init = setup_nsa, 
     cr_assert_eq(engine_session_release(&e, "hold"), NSA_OK);
     cr_expect_eq(pool_pages_free(&e.pool), pages);
     engine_free(&e);
+    // One "nsa: error:" line per refusal, each naming its cause.
+    const char *err = stderr_text();
+    static const char *const causes[] = {"longer than the model's context (seq_len 128)", "at least one prompt token",
+                                         "needs 5 cache pages; the pool has 4", "outside the model's vocab_size 256",
+                                         "held by named sessions", "no session named 'nope'"};
+    const char *line = err;
+    for (size_t i = 0; i < sizeof causes / sizeof causes[0]; i++) {
+        cr_assert(!strncmp(line, "nsa: error: ", 12), "line %zu: %s", i, line);
+        const char *nl = strchr(line, '\n');
+        cr_assert(nl, "line %zu unterminated", i);
+        cr_expect(memmem(line, (size_t)(nl - line), causes[i], strlen(causes[i])), "line %zu lacks '%s': %.*s", i,
+                  causes[i], (int)(nl - line), line);
+        line = nl + 1;
+    }
+    cr_expect_eq(*line, 0, "more output: %s", line);
 }
 
 static double max_rel(const float *a, const float *b, size_t n) {
@@ -222,8 +252,6 @@ Test(engine, stops_at_the_context_length, .init = setup_nsa, .fini = teardown) {
 }
 
 // ---------------------------------------------------------------------------- nsa generate
-
-#include "tests/testutil.h"
 
 static char dir[256];
 static void make_dir(void) { tu_mkdtemp(dir, sizeof dir, "nsa_engine_"); }
