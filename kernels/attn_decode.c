@@ -14,7 +14,9 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
     const int n = tl->n;
     NSA_ASSERT(n >= 1 && n <= ATTN_ROWS);
     const float scale = 1.0f / sqrtf((float)Dh);
-    float KT[Dh * L], Q[n * Dh], Acc[n * Dh], S[L];
+    // Rows are interleaved in the inner loops (independent FMA chains); each row's own
+    // operations keep tile_forward's order.
+    float KT[Dh * L], Q[n * Dh], Acc[n * Dh], S[n * L];
     float m[ATTN_ROWS], l[ATTN_ROWS];
     int lo[ATTN_ROWS], hi[ATTN_ROWS], s0, nk;
     for (int r = 0; r < n; r++) {
@@ -22,39 +24,49 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
         for (int e = 0; e < Dh; e++) Q[r * Dh + e] = qr[e] * scale, Acc[r * Dh + e] = 0.0f;
         m[r] = -INFINITY, l[r] = 0.0f;
     }
+    // Lanes past a chunk's nk keep an earlier chunk's keys (or these zeros): their scores are
+    // computed and never read.
+    for (int i = 0; i < Dh * L; i++) KT[i] = 0.0f;
     while (next(ctx, &s0, &nk, lo, hi)) {
         NSA_ASSERT(nk > 0 && nk <= L);
-        for (int j = 0; j < L; j++) {
-            const float *kj = k + (size_t)(s0 + (j < nk ? j : 0)) * kv_stride;
-            for (int e = 0; e < Dh; e++) KT[e * L + j] = j < nk ? kj[e] : 0.0f;
+        for (int j = 0; j < nk; j++) {
+            const float *kj = k + (size_t)(s0 + j) * kv_stride;
+            for (int e = 0; e < Dh; e++) KT[e * L + j] = kj[e];
         }
-        for (int r = 0; r < n; r++) {
-            // Scores: fmaf over e ascending, as lanes_dot.
-            for (int j = 0; j < L; j++) S[j] = 0.0f;
-            for (int e = 0; e < Dh; e++) {
+        // Scores: fmaf over e ascending, as lanes_dot.
+        for (int i = 0; i < n * L; i++) S[i] = 0.0f;
+        for (int e = 0; e < Dh; e++)
+            for (int r = 0; r < n; r++) {
                 const float qe = Q[r * Dh + e];
+                float *Sr = S + r * L;
 #pragma omp simd
-                for (int j = 0; j < L; j++) S[j] = fmaf(KT[e * L + j], qe, S[j]);
+                for (int j = 0; j < L; j++) Sr[j] = fmaf(KT[e * L + j], qe, Sr[j]);
             }
+        for (int r = 0; r < n; r++) {
+            float *Sr = S + r * L;
             float mx = m[r];
             for (int j = 0; j < nk; j++) {
                 const int s = s0 + j;
-                const float x = s >= lo[r] && s < hi[r] ? S[j] : -INFINITY;
-                S[j] = x;
+                const float x = s >= lo[r] && s < hi[r] ? Sr[j] : -INFINITY;
+                Sr[j] = x;
                 mx = x > mx ? x : mx;
             }
             const float base = mx == -INFINITY ? 0.0f : mx;
             const float corr = attn_expf(m[r] - base);
 #pragma omp simd
-            for (int j = 0; j < nk; j++) S[j] = attn_expf(S[j] - base);
+            for (int j = 0; j < nk; j++) Sr[j] = attn_expf(Sr[j] - base);
             float sum = 0.0f;
-            for (int j = 0; j < nk; j++) sum += S[j];
+            for (int j = 0; j < nk; j++) sum += Sr[j];
             l[r] = l[r] * corr + sum, m[r] = mx;
             float *acc = Acc + r * Dh;
             for (int e = 0; e < Dh; e++) acc[e] *= corr;
-            // V: fmaf over keys ascending, as lanes_axpy.
-            for (int j = 0; j < nk; j++) {
-                const float *vj = v + (size_t)(s0 + j) * kv_stride, p = S[j];
+        }
+        // V: fmaf over keys ascending, as lanes_axpy.
+        for (int j = 0; j < nk; j++) {
+            const float *vj = v + (size_t)(s0 + j) * kv_stride;
+            for (int r = 0; r < n; r++) {
+                const float p = S[r * L + j];
+                float *acc = Acc + r * Dh;
 #pragma omp simd
                 for (int e = 0; e < Dh; e++) acc[e] = fmaf(p, vj[e], acc[e]);
             }
