@@ -157,7 +157,8 @@ static void take_token(Engine *e, EngineSeq *s, const float *z) {
     else if (s->kv.len == c->seq_len) finish(e, s, FINISH_CONTEXT);
 }
 
-// Pages for the request, from its session's prefix where the prompt starts with it.
+// Pages for the request, from its session's prefix where the prompt starts with it; its
+// prompt's remaining rows go into this step's forward.
 static int admit(Engine *e, EngineSeq *s) {
     const Config *c = &e->w->cfg;
     const int cap = request_cap(c, s->n_prompt, s->max_tokens);
@@ -175,9 +176,6 @@ static int admit(Engine *e, EngineSeq *s) {
     s->reused = match;
     s->active = 1;
     s->t_start = nsa_now();
-    DecodeRows r = {&s->kv, s->tokens + match, s->n_prompt - match};
-    decoder_forward(&e->dec, e->logits, &r, 1, 0);
-    take_token(e, s, e->logits);
     return NSA_OK;
 }
 
@@ -198,15 +196,19 @@ int engine_step(Engine *e) {
                       pool_pages_free(&e->pool));
             finish(e, s, FINISH_REFUSED);
         } else {
-            active += s->active;
+            active++;
         }
         e->next_queued++;
     }
+    // One forward over every active sequence: the rest of a new one's prompt (its prefill),
+    // or the last token of a running one.
     int n = 0;
     for (int i = 0; i < e->n_seqs; i++) {
         EngineSeq *s = &e->seqs[i];
         if (!s->active) continue;
-        e->rows[n++] = (DecodeRows){&s->kv, s->tokens + s->n_tokens - 1, 1};
+        const int fed = s->kv.len, todo = s->n_tokens - fed;
+        NSA_ASSERT(todo >= 1);
+        e->rows[n++] = (DecodeRows){&s->kv, s->tokens + fed, todo};
     }
     if (n > 0) decoder_forward(&e->dec, e->logits, e->rows, n, 0);
     for (int i = 0, r = 0; i < e->n_seqs; i++) {

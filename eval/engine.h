@@ -1,6 +1,6 @@
 // engine.h: the batching engine: requests are submitted, queued until the block pool has
-// their pages, prefilled, then decoded together one token per step (one product per linear
-// layer over every active sequence), and leave when done. A sequence's logits do not
+// their pages, then prefilled and decoded together, one forward per step (one product per
+// linear layer over every active sequence's rows), and leave when done. A sequence's logits do not
 // depend on what else is in the batch. Named sessions keep a finished sequence's cache so
 // that a later request with the same prefix prefills only the rest.
 #ifndef NSA_ENGINE_H
@@ -69,8 +69,9 @@ int engine_pages_for(const Config *cfg, int max_batch);
 // more pages than the whole pool.
 int engine_submit(Engine *e, const EngineRequest *r);
 // Admits queued requests (in order) while there is room in the batch and pages in the pool,
-// prefilling each, then decodes one token of every active sequence. Returns how many
-// requests are not finished yet.
+// then runs one forward over every active sequence (a new one's prompt rows, a running
+// one's last token) and draws each one's next token. Returns how many requests are not
+// finished yet.
 int engine_step(Engine *e);
 const EngineSeq *engine_seq(const Engine *e, int id);
 // Returns the session's pages; NSA_ERR with a message for an unknown name.
