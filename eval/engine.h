@@ -1,7 +1,7 @@
 // engine.h: the batching engine: requests are submitted, queued until the block pool has
 // their pages, then prefilled and decoded together, one forward per step (one product per
-// linear layer over every active sequence's rows), and leave when done. A sequence's logits do not
-// depend on what else is in the batch. Named sessions keep a finished sequence's cache so
+// linear layer over every active sequence's rows), and leave when done. A sequence's logits
+// do not depend on what else is in the batch. Named sessions keep a finished sequence's cache so
 // that a later request with the same prefix prefills only the rest.
 #ifndef NSA_ENGINE_H
 #define NSA_ENGINE_H

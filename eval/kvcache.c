@@ -16,7 +16,10 @@ static void alloc_cmp(KvSeq *s, const Config *cfg) {
     s->nc_cap = n_cmp(cfg, s->cap);
     const size_t n = (size_t)(s->nc_cap > 0 ? s->nc_cap : 1) * cfg->n_kv_heads * cfg->head_dim;
     for (int i = 0; i < cfg->n_layers; i++)
-        if (config_layer_is_nsa(cfg, i)) s->kc[i] = nsa_malloc(n * sizeof(float)), s->vc[i] = nsa_malloc(n * sizeof(float));
+        if (config_layer_is_nsa(cfg, i)) {
+            s->kc[i] = nsa_malloc(n * sizeof(float));
+            s->vc[i] = nsa_malloc(n * sizeof(float));
+        }
 }
 
 int kvseq_init(KvSeq *s, Pool *p, const Config *cfg, int cap) {

@@ -95,7 +95,8 @@ static double run_split(Model *m, const Weights *w, const int32_t *ids, int T, i
             worst = fmax(worst, err);
         }
         if (out) memcpy(out, lg, (size_t)P * V * sizeof(float));
-        if (same) cr_expect(!memcmp(lg, same, (size_t)P * V * sizeof(float)), "prefill %d differs from one-token steps", P);
+        if (same)
+            cr_expect(!memcmp(lg, same, (size_t)P * V * sizeof(float)), "prefill %d differs from one-token steps", P);
     }
     for (int t = P; t < T; t++) {
         DecodeRows e = {&s, ids + t, 1};
