@@ -96,8 +96,8 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                 }
             }
             for (int i = 0; i < nt; i++)
-                nsa_select_top(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc,
-                                   ps, t0 + i, s);
+                nsa_select_top(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, ps,
+                               t0 + i, s);
         }
     }
 }
