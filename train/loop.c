@@ -19,13 +19,13 @@ static volatile sig_atomic_t stop_signal;
 // rank died, or mpirun itself was interrupted; SIGKILL follows within a second. Written
 // before the handler is installed: the handler may only write(2) it.
 static char launcher_msg[NSA_PATH_MAX + 256];
-static size_t launcher_msg_len;
+static volatile sig_atomic_t launcher_msg_len;
 
 static void on_signal(int sig, siginfo_t *si, void *ctx) {
     (void)ctx;
     stop_signal = sig;
-    if (launcher_msg_len && si->si_pid > 1 && si->si_pid == getppid()) {
-        ssize_t k = write(2, launcher_msg, launcher_msg_len);
+    if (sig == SIGTERM && launcher_msg_len && si->si_pid > 1 && si->si_pid == getppid()) {
+        ssize_t k = write(2, launcher_msg, (size_t)launcher_msg_len);
         (void)k;  // nothing to do if stderr is gone
     }
 }
@@ -51,11 +51,11 @@ static int train_loop(Trainer *t, TrainLog *log, const TrainOpts *o) {
     launcher_msg_len = 0;
     if (d->mpi) {
         snprintf(launcher_msg, sizeof launcher_msg,
-                 "nsa: error: rank %d: mpirun is ending the job (a rank died, or mpirun was interrupted: "
-                 "`kill -USR1 <mpirun pid>` stops with a checkpoint instead); continue with: "
-                 "nsa train --resume %s\n",
+                 "nsa: error: rank %d: mpirun is ending the job: a rank died (mpirun names it) or mpirun was "
+                 "interrupted (`kill -USR1 <mpirun pid>` stops with a checkpoint instead); continue from the "
+                 "latest checkpoint with: nsa train --resume %s\n",
                  d->rank, c->run_dir);
-        launcher_msg_len = strlen(launcher_msg);
+        launcher_msg_len = (sig_atomic_t)strlen(launcher_msg);
     }
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
