@@ -2,8 +2,8 @@
 // parameters, moments and data state of one process bit for bit; a run stopped under 2
 // ranks resumes under 1 (and the reverse) to the bits of an uninterrupted run; a rank
 // killed with SIGKILL ends the job with an error and leaves a loadable latest checkpoint;
-// a signal to one rank stops them all with a checkpoint; a grad_accum the ranks cannot
-// split is a one-line error. Everything runs the tiny config over the synthetic corpus,
+// a signal to one rank stops them all with a checkpoint; a stalled rank makes the
+// others' watchdog end the job; a grad_accum the ranks cannot split is a one-line error. Everything runs the tiny config over the synthetic corpus,
 // each rank on one thread, oversubscribed on whatever cores there are.
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -228,8 +228,11 @@ static pid_t find_rank(pid_t mpirun, int rank) {
 
 // Starts a 2-rank run long enough to be interrupted and waits until it has logged at
 // least `steps` steps and written a checkpoint; returns mpirun's pid and rank `rank`'s.
-static pid_t start_long_run(const char *run, const char *err, int steps, int rank, pid_t *rank_pid) {
-    char *extra[] = {"--set", "steps=100000", "--set", "ckpt_every=4", "--set", "eval_every=0", NULL};
+// step_timeout: the watchdog's deadline ("0": off).
+static pid_t start_long_run(const char *run, const char *err, int steps, int rank, pid_t *rank_pid,
+                            const char *step_timeout) {
+    char *extra[] = {"--set", "steps=100000", "--set", "ckpt_every=4", "--set", "eval_every=0",
+                     "--step-timeout", (char *)step_timeout, NULL};
     pid_t pid = spawn(2, err, run_args(run, extra));
     char latest[400];
     snprintf(latest, sizeof latest, "%s/latest", run);
@@ -300,7 +303,7 @@ Test(mpi, killed_rank_ends_run_with_error, .init = setup, .fini = teardown, .tim
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(err, sizeof err, "%s/killed.err", dir);
     pid_t r1;
-    pid_t pid = start_long_run(run, err, 10, 1, &r1);
+    pid_t pid = start_long_run(run, err, 10, 1, &r1, "0");
     cr_assert_eq(kill(r1, SIGKILL), 0);
     int rc = wait_for(pid, 30, err);
     slurp(err, msg, sizeof msg);
@@ -328,7 +331,7 @@ Test(mpi, signal_to_one_rank_stops_all, .init = setup, .fini = teardown, .timeou
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(err, sizeof err, "%s/term.err", dir);
     pid_t r1;
-    pid_t pid = start_long_run(run, err, 6, 1, &r1);
+    pid_t pid = start_long_run(run, err, 6, 1, &r1, "0");
     cr_assert_eq(kill(r1, SIGTERM), 0);
     int rc = wait_for(pid, 30, err);
     slurp(err, msg, sizeof msg);
@@ -339,6 +342,31 @@ Test(mpi, signal_to_one_rank_stops_all, .init = setup, .fini = teardown, .timeou
     ckpt_read(ck, &c);
     int n = count_steps(run);
     cr_assert_eq(c.st.step, n, "checkpoint at step %lld, log has %d steps", (long long)c.st.step, n);
+    ckpt_drop(&c);
+}
+
+// A rank that stops answering (SIGSTOP: alive, so mpirun sees nothing wrong) leaves the
+// others waiting in a collective; their watchdog ends the job with code 124, naming the
+// wait, and the latest checkpoint stays loadable. The deadline, 3 s, is ~100 times a tiny
+// layer's forward or backward here even on a loaded machine.
+Test(mpi, stalled_rank_fires_the_watchdog, .init = setup, .fini = teardown, .timeout = 150) {
+    char run[300], err[400], msg[8192];
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(err, sizeof err, "%s/stall.err", dir);
+    pid_t r1;
+    pid_t pid = start_long_run(run, err, 6, 1, &r1, "3");
+    double t0 = nsa_now();
+    cr_assert_eq(kill(r1, SIGSTOP), 0);
+    int rc = wait_for(pid, 30, err);
+    double took = nsa_now() - t0;
+    slurp(err, msg, sizeof msg);
+    cr_assert_eq(rc, 124, "exit %d with a stalled rank: %s", rc, msg);
+    cr_assert(strstr(msg, "nsa: watchdog: communication with the other ranks stuck"), "%s", msg);
+    cr_assert_lt(took, 20, "the job took %.1f s to end", took);
+    char ck[400];
+    cr_assert_eq(rundir_latest_ckpt(run, ck, sizeof ck), NSA_OK);
+    Ckpt c;
+    ckpt_read(ck, &c);
     ckpt_drop(&c);
 }
 

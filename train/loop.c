@@ -102,10 +102,16 @@ static int train_loop(Trainer *t, TrainLog *log, const TrainOpts *o) {
                 rc = NSA_ERR;
                 break;
             }
-            // The others wait here, outside any watchdog deadline, as a process alone
-            // writes its checkpoint outside one; their next collective then waits only
-            // for compute.
+            // The others wait here for the write, outside any watchdog deadline (a process
+            // alone writes its checkpoint outside one too), so that their next collective
+            // waits only for compute. Rank 0 waits for ranks that are already here: that
+            // wait is watched, so a stalled rank cannot hang it.
+            if (writer) {
+                watch_phase(&t->watch, WATCH_COMM);
+                t->watch.op = "barrier after checkpoint";
+            }
             dist_barrier(d);
+            watch_phase(&t->watch, WATCH_IDLE);
             saved_at_end = last;
         }
     }
