@@ -53,8 +53,8 @@ void dist_allgather_u64(Dist *d, uint64_t *recv, const uint64_t *send, int64_t c
 // One round of the fixed-order gradient sum. Rank r holds g, the gradient of micro-batch
 // (round·size + r); afterwards every rank's sum has g_0, g_1, … of this round added to it
 // left to right (sum = g_0 first when `first`): ((g_0 + g_1) + g_2) + … — exactly what one
-// process gets adding its micro-batches one at a time. buf: size × DIST_CHUNK floats
-// (gathered chunk by chunk, so memory does not grow with the model).
+// process gets adding its micro-batches one at a time. buf: size × min(n, DIST_CHUNK)
+// floats (gathered chunk by chunk, so memory does not grow with the model); unused alone.
 void dist_sum_ordered(Dist *d, float *sum, const float *g, int64_t n, int first, float *buf);
 
 #endif

@@ -142,7 +142,8 @@ int trainer_distribute(Trainer *t, const Dist *d) {
         return NSA_ERR;
     }
     int64_t W = c->eval_batches * c->batch_size, per = (W + N - 1) / N;
-    t->gather = nsa_malloc((size_t)(N * DIST_CHUNK) * sizeof *t->gather);
+    int64_t chunk = t->model.n_elems < DIST_CHUNK ? t->model.n_elems : DIST_CHUNK;
+    t->gather = nsa_malloc((size_t)(N * chunk) * sizeof *t->gather);
     t->win_loss = nsa_malloc((size_t)(per > 0 ? per : 1) * sizeof *t->win_loss);
     t->all_win = nsa_malloc((size_t)(N * (per > 0 ? per : 1)) * sizeof *t->all_win);
     // Every rank read the run's state itself: all must start from rank 0's bits.

@@ -30,7 +30,7 @@ typedef struct {
     int64_t *starts;         // (grad_accum, batch_size) window starts of the step being taken
     float *grad_sum;         // (n_elems) micro-batch gradients summed in order (grad_accum > 1)
     Dist dist;               // this rank's place in the job; alone unless trainer_distribute
-    float *gather;           // (size, DIST_CHUNK) ranks' gradient chunks (size > 1)
+    float *gather;           // (size, min(n_elems, DIST_CHUNK)) ranks' gradient chunks (size > 1)
     float *mb_loss;          // (grad_accum / size) this rank's micro-batch losses of the step
     float *all_loss;         // (grad_accum) every rank's, rank-major
     float *win_loss;         // (ceil(W / size)) this rank's evaluation windows (size > 1)
