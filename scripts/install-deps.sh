@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh --train    also the KJV corpus and matplotlib for the loss plot
 #   scripts/install-deps.sh --python   also the PyTorch reference (fixture regeneration)
 set -e
-pkgs="build-essential pkg-config libopenblas-dev libhdf5-dev libcriterion-dev time"
+pkgs="build-essential pkg-config libopenblas-dev libhdf5-dev libcriterion-dev libopenmpi-dev openmpi-bin time"
 case "${1:-}" in
   --train) pkgs="$pkgs bible-kjv python3-matplotlib python3-numpy" ;;
   --python) pkgs="$pkgs python3-torch python3-h5py python3-numpy python3-matplotlib" ;;
