@@ -116,9 +116,21 @@ int cmd_train(int argc, char **argv) {
         Config c;
         char ckpt[NSA_PATH_MAX];
         TrainOpts o = {a.resume ? ckpt : NULL, a.stop_at, a.quiet, &d};
-        rc = resolve(&c, ckpt, sizeof ckpt, &a) == NSA_OK && train_run(&c, &o) == NSA_OK ? 0 : 1;
+        int agreed = 0;  // every rank failed at the same place, before any collective
+        rc = resolve(&c, ckpt, sizeof ckpt, &a) == NSA_OK ? 0 : 1;
+        if (rc == 0 && d.size > 1 && c.grad_accum % d.size != 0) {
+            // Decided from the same config on every rank, so no rank waits for another and the
+            // job ends without MPI_Abort (whose teardown can drop the error line).
+            if (d.rank == 0)
+                nsa_error("grad_accum %lld is not a multiple of the %d ranks: each rank takes whole "
+                          "micro-batches of the batch_size x grad_accum windows of a step (set grad_accum to a "
+                          "multiple of %d)",
+                          (long long)c.grad_accum, d.size, d.size);
+            rc = 1, agreed = 1;
+        }
+        if (rc == 0) rc = train_run(&c, &o) == NSA_OK ? 0 : 1;
         // After an error on one rank the others may wait in a collective forever: end them.
-        if (rc != 0 && d.size > 1) dist_abort(&d, rc);
+        if (rc != 0 && d.size > 1 && !agreed) dist_abort(&d, rc);
         dist_finalize(&d);
     }
     arglist_free(&a.sets);
