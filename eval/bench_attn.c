@@ -76,9 +76,8 @@ static void nsa_forward_timed(Bench *x, NsaTimes *tm) {
     double t0 = nsa_now();
     nsa_cmp_mean_forward(x->kc, x->k, s);
     nsa_cmp_mean_forward(x->vc, x->v, s);
-    nsa_cmp_attn_forward(x->oc, x->lc, x->q, x->kc, x->vc, s);
     double t1 = nsa_now();
-    nsa_select(x->idx, x->q, x->kc, x->lc, x->wsel, s);
+    nsa_cmp_attn_select_forward(x->oc, x->lc, x->idx, x->q, x->kc, x->vc, x->wsel, s);
     double t2 = nsa_now();
     nsa_slc_attn_forward(x->os, x->ls, x->q, x->k, x->v, x->idx, s);
     double t3 = nsa_now();
@@ -159,7 +158,7 @@ static void bench_init(Bench *x, int T) {
     x->wd = nsa_malloc(attn_backward_work_bytes(1, T, s->H));
     x->wc = nsa_malloc(nsa_cmp_attn_backward_work_bytes(s));
     x->ws = nsa_malloc(nsa_slc_attn_backward_work_bytes(s));
-    x->wsel = nsa_malloc(nsa_select_work_bytes(s));
+    x->wsel = nsa_malloc(nsa_cmp_select_work_bytes(s));
 }
 
 static double pct(double a, double b) { return b > 0 ? 100.0 * a / b : 0; }
@@ -173,7 +172,7 @@ int bench_attn_run(FILE *out, int max_seq) {
             "%d threads\n"
             "sgemm 1024^3 (OpenBLAS %s kernels): 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s; %% below is of "
             "the %d-thread figure\n"
-            "NSA fwd = compression + compressed attention | selection | selected | window; bwd = compressed "
+            "NSA fwd = compression | compressed attention with selection fused | selected | window; bwd = compressed "
             "(+ compression) | selected | window\n"
             "GFLOP/s count 4*Dh FLOPs per (head, key) pair forward, 10*Dh backward; selection counts none\n\n",
             BA_H, BA_G, BA_DH, threads, getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "default",

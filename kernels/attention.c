@@ -179,9 +179,10 @@ static inline void tile_row_terms(float *lser, float *Dr, const float *lse, cons
     }
 }
 
-KERNEL tile_forward(float *restrict o, float *restrict lse, const float *restrict q,
-                    const float *restrict k, const float *restrict v, size_t ks,
-                    const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
+// sc (NULL: not kept) receives the masked scores, sc[s * L + r] for key s and row r.
+KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc,
+                    const float *restrict q, const float *restrict k, const float *restrict v,
+                    size_t ks, const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
     float QT[Dh * L], OT[Dh * L], S[L * L];
     float m[L], l[L], mx[L], base[L], corr[L], sum[L];
     const float *qp[L], *kp[L], *vp[L];
@@ -204,6 +205,7 @@ KERNEL tile_forward(float *restrict o, float *restrict lse, const float *restric
                 mx[r] = x > mx[r] ? x : mx[r];
             }
         }
+        if (sc) memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
 #pragma omp simd
         for (int r = 0; r < L; r++) {
             base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // row with no key yet: p = 0
@@ -316,7 +318,14 @@ void attn_tile_forward(float *o, float *lse, const float *q, const float *k, con
                        int Dh) {
     RangeChunks rc;
     if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
-    DISPATCH_DH(Dh, tile_forward(o, lse, q, k, v, kv_stride, tl, next, ctx, Dh_));
+    DISPATCH_DH(Dh, tile_forward(o, lse, NULL, q, k, v, kv_stride, tl, next, ctx, Dh_));
+}
+
+void attn_tile_forward_scores(float *o, float *lse, float *scores, const float *q, const float *k,
+                              const float *v, size_t kv_stride, const AttnTile *tl, int Dh) {
+    RangeChunks rc;
+    range_chunks_init(&rc, tl);
+    DISPATCH_DH(Dh, tile_forward(o, lse, scores, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
 }
 
 void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,

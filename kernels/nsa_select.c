@@ -1,5 +1,6 @@
 // nsa_select.c: top-n block selection (DESIGN.md, Eq. 9-10) from the compressed branch's
-// attention probabilities, recomputed from its saved log-sum-exp.
+// attention probabilities: fused into the compressed forward (training), or recomputed from
+// its saved log-sum-exp (the reference twin).
 #include "kernels/nsa_select.h"
 
 #include "kernels/attention.h"
@@ -95,6 +96,63 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                     attn_tile_probs(P, q, lse, kcg, ks, &tl, c0, nk, Dh);
                     for (int j = 0; j < nk; j++)
                         for (int r = 0; r < tl.n; r++) pg[(r / hb) * Nc + c0 + j] += P[j * ATTN_ROWS + r];
+                }
+            }
+            for (int i = 0; i < nt; i++)
+                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc,
+                                   ps, t0 + i, s);
+        }
+    }
+}
+
+// ---- Fused with the compressed forward ----
+
+// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [qb][Nc], ps [Ns]. Same slot rule as above.
+static size_t cmp_select_slot_floats(const NsaShape *s) {
+    const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
+    const size_t Nc = (size_t)nsa_n_cmp(s);
+    return Nc * ATTN_ROWS + (size_t)gr.qb * Nc + (size_t)nsa_n_slc(s);
+}
+
+size_t nsa_cmp_select_work_bytes(const NsaShape *s) {
+    return (size_t)NSA_SELECT_SLOTS * cmp_select_slot_floats(s) * sizeof(float);
+}
+
+void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float *q,
+                                 const float *kc, const float *vc, void *work, const NsaShape *s) {
+    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
+    const int Nc = nsa_n_cmp(s);
+    const size_t ks = (size_t)G * Dh;
+    const AttnGrid gr = attn_grid(s->B, T, H, G);
+    const long tasks = (long)s->B * G * gr.nqb;
+#pragma omp parallel for schedule(static, 1)
+    for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
+        float *sc = (float *)work + (size_t)slot * cmp_select_slot_floats(s);
+        float *pg = sc + (size_t)Nc * ATTN_ROWS, *ps = pg + (size_t)gr.qb * Nc;
+        // Costliest (last) position blocks first, spread over the slots.
+        for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
+            int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
+            int b = (int)(task / G % s->B), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
+            const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
+            const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
+            for (int i = 0; i < nt * Nc; i++) pg[i] = 0.0f;
+            for (int h0 = 0; h0 < rep; h0 += gr.hb) {
+                const int hb = nsa_imin(gr.hb, rep - h0);
+                AttnTile tl;
+                attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
+                for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, tl.t[r]);
+                attn_tile_forward_scores(o, lse, sc, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
+                // p_cmp exactly as attn_tile_probs recomputes it (same score, same exp), summed
+                // over heads in head order: the bits nsa_select gets.
+                float lser[ATTN_ROWS], p[ATTN_ROWS];
+                for (int r = 0; r < ATTN_ROWS; r++)
+                    lser[r] = r < tl.n && lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
+                for (int c = 0; c < nvis; c++) {
+                    const float *scc = sc + (size_t)c * ATTN_ROWS;
+#pragma omp simd
+                    for (int r = 0; r < ATTN_ROWS; r++) p[r] = attn_expf(scc[r] - lser[r]);
+                    for (int r = 0; r < tl.n; r++)
+                        if (c < tl.hi[r]) pg[(r / hb) * Nc + c] += p[r];
                 }
             }
             for (int i = 0; i < nt; i++)
