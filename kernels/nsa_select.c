@@ -50,20 +50,31 @@ static void select_from_scores(int32_t *out, const float *pg, float *ps, int t,
         out[cnt++] = forced[f];
         ps[forced[f]] = -1.0f;
     }
-    while (cnt < n) {
-        int best = -1;
-        for (int j = 0; j < ncand; j++)
-            if (ps[j] >= 0.0f && (best < 0 || ps[j] > ps[best])) best = j;  // ties: lower j
-        if (best < 0) break;  // only NaN scores left (non-finite inputs): pad
-        out[cnt++] = best;
-        ps[best] = -1.0f;
+    // The best n - cnt of the rest in one pass: best[] is kept sorted by score descending,
+    // ties by lower j (a later j enters only if strictly greater), so this picks what
+    // repeated arg-max with the lower-index tie rule picks, in O(ncand) instead of
+    // O(n * ncand). Taken blocks (-1) and NaN scores (the comparison fails) never enter.
+    const int k = n - cnt;
+    int32_t best[k > 0 ? k : 1];
+    float bs[k > 0 ? k : 1];
+    int nb = 0;
+    for (int j = 0; j < ncand && k > 0; j++) {
+        const float x = ps[j];
+        if (!(x >= 0.0f) || (nb == k && !(x > bs[k - 1]))) continue;
+        int pos = nb < k ? nb++ : k - 1;
+        while (pos > 0 && x > bs[pos - 1]) {
+            bs[pos] = bs[pos - 1], best[pos] = best[pos - 1];
+            pos--;
+        }
+        bs[pos] = x, best[pos] = j;
     }
+    for (int i = 0; i < nb; i++) out[cnt++] = best[i];
     for (int i = cnt; i < n; i++) out[i] = -1;
     for (int i = 1; i < cnt; i++)  // insertion sort, n is small
-        for (int k = i; k > 0 && out[k - 1] > out[k]; k--) {
-            int32_t tmp = out[k];
-            out[k] = out[k - 1];
-            out[k - 1] = tmp;
+        for (int a = i; a > 0 && out[a - 1] > out[a]; a--) {
+            int32_t tmp = out[a];
+            out[a] = out[a - 1];
+            out[a - 1] = tmp;
         }
 }
 
@@ -133,7 +144,6 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
         for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
             int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
             int b = (int)(task / G % s->B), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
-            const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
             const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
             for (int i = 0; i < nt * Nc; i++) pg[i] = 0.0f;
             for (int h0 = 0; h0 < rep; h0 += gr.hb) {
@@ -144,6 +154,7 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
                 attn_tile_forward_scores(o, lse, sc, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
                 // p_cmp exactly as attn_tile_probs recomputes it (same score, same exp), summed
                 // over heads in head order: the bits nsa_select gets.
+                const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
                 float lser[ATTN_ROWS], p[ATTN_ROWS];
                 for (int r = 0; r < ATTN_ROWS; r++)
                     lser[r] = r < tl.n && lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
@@ -151,8 +162,14 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
                     const float *scc = sc + (size_t)c * ATTN_ROWS;
 #pragma omp simd
                     for (int r = 0; r < ATTN_ROWS; r++) p[r] = attn_expf(scc[r] - lser[r]);
-                    for (int r = 0; r < tl.n; r++)
-                        if (c < tl.hi[r]) pg[(r / hb) * Nc + c] += p[r];
+                    // Rows of one position are adjacent (r = i * hb + h): add them in head
+                    // order; a block a row cannot see adds exp(-inf) = 0, left out.
+                    for (int i = 0; i < nt; i++) {
+                        float acc = pg[(size_t)i * Nc + c];
+                        for (int h = 0; h < hb; h++)
+                            if (c < tl.hi[i * hb + h]) acc += p[i * hb + h];
+                        pg[(size_t)i * Nc + c] = acc;
+                    }
                 }
             }
             for (int i = 0; i < nt; i++)
