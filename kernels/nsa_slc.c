@@ -25,6 +25,10 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 #define SLC_KEYS 64
 #define SLC_POS 64    // positions per tile (fewer when the group has many heads)
 #define SLC_ROWS 256  // rows per tile: SLC_POS x heads, capped
+// The tile keeps its rows transposed ([Dh][rows] per array, a group's lanes gathered from
+// it with one vector gather per element) on the thread's stack: at most SLC_TILE_FLOATS
+// floats per array, so rows shrink as Dh grows (32 rows at Dh = 256).
+#define SLC_TILE_FLOATS 8192
 
 #define KERNEL static inline __attribute__((always_inline)) void
 #define DISPATCH_DH(Dh, call)                              \
@@ -44,10 +48,11 @@ typedef struct {
 
 static SlcGrid slc_grid(const NsaShape *s) {
     const int rep = s->H / s->G;
+    const int cap = nsa_imin(SLC_ROWS, SLC_TILE_FLOATS / s->Dh > 1 ? SLC_TILE_FLOATS / s->Dh : 1);
     SlcGrid gr;
-    gr.hb = rep < SLC_ROWS ? rep : SLC_ROWS;
+    gr.hb = rep < cap ? rep : cap;
     gr.nhc = (rep + gr.hb - 1) / gr.hb;
-    gr.qp = nsa_imin(SLC_POS, SLC_ROWS / gr.hb);
+    gr.qp = nsa_imin(SLC_POS, cap / gr.hb);
     gr.nqp = (s->T + gr.qp - 1) / gr.qp;
     return gr;
 }
@@ -106,11 +111,35 @@ static int slc_union_next(SlcUnion *u, int *pos, int *np, int t0, int nt, const 
     return j;
 }
 
-// XT[e][v] = mul * x[off[v] * Dh + e] for lanes v < nr, 0 beyond.
-KERNEL group_gather(float *restrict XT, const float *restrict x, const size_t *off, int nr, int Dh,
-                    float mul) {
-    for (int v = 0; v < SLC_V; v++)
-        for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = v < nr ? x[off[v] * Dh + e] * mul : 0.0f;
+// XT[e][v] = Xt[e * rows + rr[v]] for lanes v < nr, 0 beyond: a group's lanes out of the
+// tile's transposed rows.
+KERNEL group_gather(float *restrict XT, const float *restrict Xt, int rows, const int *rr, int nr,
+                    int Dh) {
+    int ix[SLC_V];
+    for (int v = 0; v < SLC_V; v++) ix[v] = v < nr ? rr[v] : rr[0];
+    for (int e = 0; e < Dh; e++) {
+        const float *xe = Xt + (size_t)e * rows;
+#pragma omp simd
+        for (int v = 0; v < SLC_V; v++) XT[e * SLC_V + v] = v < nr ? xe[ix[v]] : 0.0f;
+    }
+}
+
+// Xt[e * rows + rr[v]] = XT[e][v] for v < nr.
+KERNEL group_scatter(float *restrict Xt, const float *restrict XT, int rows, const int *rr, int nr,
+                     int Dh) {
+    for (int e = 0; e < Dh; e++)
+        for (int v = 0; v < nr; v++) Xt[(size_t)e * rows + rr[v]] = XT[e * SLC_V + v];
+}
+
+// The tile's rows transposed: Xt[e * rows + r] = mul * x[row r][e], row r = position
+// t0 + r / hb, head hq0 + r % hb.
+static void tile_transpose(float *Xt, const float *x, size_t row0, int H, int nt, int hb, int Dh,
+                           float mul) {
+    const int rows = nt * hb;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (row0 + (size_t)(r / hb) * H + r % hb) * Dh;
+        for (int e = 0; e < Dh; e++) Xt[(size_t)e * rows + r] = xr[e] * mul;
+    }
 }
 
 // S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks): four keys per pass
@@ -167,20 +196,22 @@ KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *re
     }
 }
 
-// One group of nr rows (tile rows rr[v], head vectors off[v], positions t[v]) over block
-// [blo, bhi): the online-softmax step per chunk of keys, state m, l, O[row][Dh] in the tile.
-KERNEL group_forward(float *restrict O, float *restrict m, float *restrict l, const float *restrict q,
-                     const float *restrict k, const float *restrict v, size_t ks, const int *rr,
-                     const size_t *off, const int *t, int nr, int blo, int bhi, int Dh) {
+// One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): the
+// online-softmax step per chunk of keys; the tile holds QTt (scaled q) and the state m, l,
+// OTt, all transposed [Dh][rows].
+KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, const float *restrict QTt,
+                     int rows, const float *restrict k, const float *restrict v, size_t ks, const int *rr,
+                     const int *t, int nr, int blo, int bhi, int Dh) {
     float QT[Dh * SLC_V], OT[Dh * SLC_V], S[SLC_KEYS * SLC_V];
     float mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
-    int tv[SLC_V], tmax = -1;
-    group_gather(QT, q, off, nr, Dh, 1.0f / sqrtf((float)Dh));
+    int tv[SLC_V], tmax = -1, tmin = t[0];
+    group_gather(QT, QTt, rows, rr, nr, Dh);
+    group_gather(OT, OTt, rows, rr, nr, Dh);
+    for (int x = 1; x < nr; x++) tmin = t[x] < tmin ? t[x] : tmin;
     for (int x = 0; x < SLC_V; x++) {
-        const int in = x < nr, r = in ? rr[x] : 0;
+        const int in = x < nr;
         tv[x] = in ? t[x] : -1;
-        mv[x] = in ? m[r] : -INFINITY, lv[x] = in ? l[r] : 0.0f;
-        for (int e = 0; e < Dh; e++) OT[e * SLC_V + x] = in ? O[(size_t)r * Dh + e] : 0.0f;
+        mv[x] = in ? m[rr[x]] : -INFINITY, lv[x] = in ? l[rr[x]] : 0.0f;
         tmax = tv[x] > tmax ? tv[x] : tmax;
     }
     const int kend = nsa_imin(bhi, tmax + 1);
@@ -188,14 +219,21 @@ KERNEL group_forward(float *restrict O, float *restrict m, float *restrict l, co
         const int nk = nsa_imin(SLC_KEYS, kend - s0);
         group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh);
         for (int x = 0; x < SLC_V; x++) mx[x] = mv[x];
-        for (int j = 0; j < nk; j++) {
+        // Mask only where the causal edge runs through the chunk; padding lanes (zero
+        // queries, never written back) may then see keys, harmlessly.
+        if (s0 + nk - 1 > tmin) {
+            for (int j = 0; j < nk; j++) {
+                const int sj = s0 + j;
 #pragma omp simd
-            for (int x = 0; x < SLC_V; x++) {
-                float y = s0 + j <= tv[x] ? S[j * SLC_V + x] : -INFINITY;
-                S[j * SLC_V + x] = y;
-                mx[x] = y > mx[x] ? y : mx[x];
+                for (int x = 0; x < SLC_V; x++) {
+                    const float y = S[j * SLC_V + x];
+                    S[j * SLC_V + x] = sj <= tv[x] ? y : -INFINITY;
+                }
             }
         }
+        for (int j = 0; j < nk; j++)
+#pragma omp simd
+            for (int x = 0; x < SLC_V; x++) mx[x] = S[j * SLC_V + x] > mx[x] ? S[j * SLC_V + x] : mx[x];
 #pragma omp simd
         for (int x = 0; x < SLC_V; x++) {
             base[x] = mx[x] == -INFINITY ? 0.0f : mx[x];
@@ -216,29 +254,26 @@ KERNEL group_forward(float *restrict O, float *restrict m, float *restrict l, co
             for (int x = 0; x < SLC_V; x++) OT[e * SLC_V + x] *= corr[x];
         group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh);
     }
-    for (int x = 0; x < nr; x++) {
-        const int r = rr[x];
-        m[r] = mv[x], l[r] = lv[x];
-        for (int e = 0; e < Dh; e++) O[(size_t)r * Dh + e] = OT[e * SLC_V + x];
-    }
+    for (int x = 0; x < nr; x++) m[rr[x]] = mv[x], l[rr[x]] = lv[x];
+    group_scatter(OTt, OT, rows, rr, nr, Dh);
 }
 
-// dQ[row] += Σ_s ds_s k_s (unscaled) over block [blo, bhi) for a group, as group_forward.
-KERNEL group_backward_dq(float *restrict dQ, const float *restrict q, const float *restrict dout,
-                         const float *restrict lse, const float *restrict D, const float *restrict k,
-                         const float *restrict v, size_t ks, const int *rr, const size_t *off,
+// dQ += Σ_s ds_s k_s (unscaled) over block [blo, bhi) for a group, as group_forward; the
+// tile holds QTt, dOTt and dQTt transposed, lse and D per row.
+KERNEL group_backward_dq(float *restrict dQTt, const float *restrict QTt, const float *restrict dOTt,
+                         const float *restrict lser, const float *restrict Dr, int rows,
+                         const float *restrict k, const float *restrict v, size_t ks, const int *rr,
                          const int *t, int nr, int blo, int bhi, int Dh) {
     float QT[Dh * SLC_V], dOT[Dh * SLC_V], dQT[Dh * SLC_V], S[SLC_KEYS * SLC_V], dP[SLC_KEYS * SLC_V];
-    float lser[SLC_V], Dr[SLC_V];
+    float lv[SLC_V], Dv[SLC_V];
     int tv[SLC_V], tmax = -1;
-    group_gather(QT, q, off, nr, Dh, 1.0f / sqrtf((float)Dh));
-    group_gather(dOT, dout, off, nr, Dh, 1.0f);
+    group_gather(QT, QTt, rows, rr, nr, Dh);
+    group_gather(dOT, dOTt, rows, rr, nr, Dh);
+    group_gather(dQT, dQTt, rows, rr, nr, Dh);
     for (int x = 0; x < SLC_V; x++) {
-        const int in = x < nr, r = in ? rr[x] : 0;
+        const int in = x < nr;
         tv[x] = in ? t[x] : -1;
-        lser[x] = in && lse[off[x]] != -INFINITY ? lse[off[x]] : 0.0f;
-        Dr[x] = in ? D[off[x]] : 0.0f;
-        for (int e = 0; e < Dh; e++) dQT[e * SLC_V + x] = in ? dQ[(size_t)r * Dh + e] : 0.0f;
+        lv[x] = in ? lser[rr[x]] : 0.0f, Dv[x] = in ? Dr[rr[x]] : 0.0f;
         tmax = tv[x] > tmax ? tv[x] : tmax;
     }
     const int kend = nsa_imin(bhi, tmax + 1);
@@ -247,16 +282,16 @@ KERNEL group_backward_dq(float *restrict dQ, const float *restrict q, const floa
         group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh);
         group_dot(dP, dOT, v + (size_t)s0 * ks, ks, nk, Dh);
         for (int j = 0; j < nk; j++) {
+            const int sj = s0 + j;
 #pragma omp simd
             for (int x = 0; x < SLC_V; x++) {
-                const float p = attn_expf(S[j * SLC_V + x] - lser[x]);
-                dP[j * SLC_V + x] = s0 + j <= tv[x] ? p * (dP[j * SLC_V + x] - Dr[x]) : 0.0f;
+                const float ds = attn_expf(S[j * SLC_V + x] - lv[x]) * (dP[j * SLC_V + x] - Dv[x]);
+                dP[j * SLC_V + x] = sj <= tv[x] ? ds : 0.0f;
             }
         }
         group_axpy(dQT, dP, k + (size_t)s0 * ks, ks, nk, Dh);
     }
-    for (int x = 0; x < nr; x++)
-        for (int e = 0; e < Dh; e++) dQ[(size_t)rr[x] * Dh + e] = dQT[e * SLC_V + x];
+    group_scatter(dQTt, dQT, rows, rr, nr, Dh);
 }
 
 // Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
@@ -271,12 +306,10 @@ KERNEL group_backward_dq(float *restrict dQ, const float *restrict q, const floa
         while ((j_ = slc_union_next(&u_, pos_, &np_, t0, nt, s)) >= 0) {                         \
             const int blo = j_ * (s)->slc_block, bhi = nsa_imin(blo + (s)->slc_block, (s)->T);   \
             int rr[SLC_V], tt[SLC_V], nr = 0;                                                    \
-            size_t off[SLC_V];                                                                   \
             for (int pi_ = 0; pi_ < np_; pi_++)                                                  \
                 for (int h_ = 0; h_ < (hb); h_++) {                                              \
                     const int i_ = pos_[pi_];                                                    \
                     rr[nr] = i_ * (hb) + h_, tt[nr] = (t0) + i_;                                 \
-                    off[nr] = ((size_t)(b) * (s)->T + (t0) + i_) * (s)->H + (g) * ((s)->H / (s)->G) + (h0) + h_; \
                     if (++nr == SLC_V || (pi_ == np_ - 1 && h_ == (hb) - 1)) {                   \
                         BODY;                                                                    \
                         nr = 0;                                                                  \
@@ -290,16 +323,18 @@ static void slc_tile_forward(float *o, float *lse, const float *q, const float *
                              const NsaShape *s) {
     const int Dh = s->Dh, rows = nt * hb;
     const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
-    float O[(size_t)rows * Dh], m[rows], l[rows];
+    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
+    float QTt[(size_t)rows * Dh], OTt[(size_t)rows * Dh], m[rows], l[rows];
+    tile_transpose(QTt, q, row0, s->H, nt, hb, Dh, 1.0f / sqrtf((float)Dh));
     for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
-    for (size_t i = 0; i < (size_t)rows * Dh; i++) O[i] = 0.0f;
+    for (size_t i = 0; i < (size_t)rows * Dh; i++) OTt[i] = 0.0f;
     SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_forward(O, m, l, q, k + kvoff, v + kvoff, ks, rr, off, tt, nr,
+                   DISPATCH_DH(Dh, group_forward(OTt, m, l, QTt, rows, k + kvoff, v + kvoff, ks, rr, tt, nr,
                                                  blo, bhi, Dh_)));
     for (int r = 0; r < rows; r++) {
-        const size_t row = ((size_t)b * s->T + t0 + r / hb) * s->H + g * (s->H / s->G) + h0 + r % hb;
+        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        for (int e = 0; e < Dh; e++) o[row * Dh + e] = O[(size_t)r * Dh + e] * inv;
+        for (int e = 0; e < Dh; e++) o[row * Dh + e] = OTt[(size_t)e * rows + r] * inv;
         lse[row] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
     }
 }
@@ -309,15 +344,22 @@ static void slc_tile_backward_dq(float *dq, const float *dout, const float *q, c
                                  int g, int t0, int nt, int h0, int hb, const NsaShape *s) {
     const int Dh = s->Dh, rows = nt * hb;
     const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
+    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
     const float scale = 1.0f / sqrtf((float)Dh);
-    float dQ[(size_t)rows * Dh];
-    for (size_t i = 0; i < (size_t)rows * Dh; i++) dQ[i] = 0.0f;
-    SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_backward_dq(dQ, q, dout, lse, D, k + kvoff, v + kvoff, ks, rr, off,
-                                                     tt, nr, blo, bhi, Dh_)));
+    float QTt[(size_t)rows * Dh], dOTt[(size_t)rows * Dh], dQTt[(size_t)rows * Dh], lser[rows], Dr[rows];
+    tile_transpose(QTt, q, row0, s->H, nt, hb, Dh, scale);
+    tile_transpose(dOTt, dout, row0, s->H, nt, hb, Dh, 1.0f);
     for (int r = 0; r < rows; r++) {
-        const size_t row = ((size_t)b * s->T + t0 + r / hb) * s->H + g * (s->H / s->G) + h0 + r % hb;
-        for (int e = 0; e < Dh; e++) dq[row * Dh + e] += scale * dQ[(size_t)r * Dh + e];
+        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
+        lser[r] = lse[row] != -INFINITY ? lse[row] : 0.0f, Dr[r] = D[row];
+    }
+    for (size_t i = 0; i < (size_t)rows * Dh; i++) dQTt[i] = 0.0f;
+    SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
+                   DISPATCH_DH(Dh, group_backward_dq(dQTt, QTt, dOTt, lser, Dr, rows, k + kvoff, v + kvoff, ks,
+                                                     rr, tt, nr, blo, bhi, Dh_)));
+    for (int r = 0; r < rows; r++) {
+        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
+        for (int e = 0; e < Dh; e++) dq[row * Dh + e] += scale * dQTt[(size_t)e * rows + r];
     }
 }
 
