@@ -159,6 +159,15 @@ static void bench_init(Bench *x, int T) {
     x->wc = nsa_malloc(nsa_cmp_attn_backward_work_bytes(s));
     x->ws = nsa_malloc(nsa_slc_attn_backward_work_bytes(s));
     x->wsel = nsa_malloc(nsa_cmp_select_work_bytes(s));
+    // First touch here, not inside the first timed call (at S >= 32k it runs once).
+    memset(x->wd, 0, attn_backward_work_bytes(1, T, s->H));
+    memset(x->wc, 0, nsa_cmp_attn_backward_work_bytes(s));
+    memset(x->ws, 0, nsa_slc_attn_backward_work_bytes(s));
+    memset(x->wsel, 0, nsa_cmp_select_work_bytes(s));
+    memset(x->o, 0, nq * 4), memset(x->oc, 0, nq * 4), memset(x->os, 0, nq * 4);
+    memset(x->lse, 0, nl), memset(x->lc, 0, nl), memset(x->ls, 0, nl);
+    memset(x->kc, 0, nc * 4), memset(x->vc, 0, nc * 4), memset(x->dkc, 0, nc * 4), memset(x->dvc, 0, nc * 4);
+    memset(x->idx, 0, (size_t)T * s->G * s->slc_topn * sizeof(int32_t));
 }
 
 static double pct(double a, double b) { return b > 0 ? 100.0 * a / b : 0; }
@@ -216,8 +225,8 @@ int bench_attn_run(FILE *out, int max_seq) {
                 T, df * 1e3, best.nsa_f * 1e3, df / best.nsa_f, paper_fwd[si], db * 1e3, best.nsa_b * 1e3,
                 db / best.nsa_b, paper_bwd[si], c1, c2, c3, c4, best.cmp_f * 1e3, best.sel_f * 1e3,
                 best.slc_f * 1e3, best.win_f * 1e3, best.cmp_b * 1e3, best.slc_b * 1e3, best.win_b * 1e3);
-        fprintf(out, "%6s   GFLOP/s: compressed fwd %.1f bwd %.1f, window fwd %.1f bwd %.1f\n", "",
-                4.0 * s->Dh * pairs_cmp(s, x.Nc) / best.cmp_f / 1e9,
+        fprintf(out, "%6s   GFLOP/s: compressed (with selection) fwd %.1f, compressed bwd %.1f, window fwd %.1f bwd %.1f\n",
+                "", 4.0 * s->Dh * pairs_cmp(s, x.Nc) / best.sel_f / 1e9,
                 10.0 * s->Dh * pairs_cmp(s, x.Nc) / best.cmp_b / 1e9,
                 4.0 * s->Dh * pairs_window(s) / best.win_f / 1e9, 10.0 * s->Dh * pairs_window(s) / best.win_b / 1e9);
         fflush(out);
