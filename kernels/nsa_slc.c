@@ -25,9 +25,8 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 #define SLC_KEYS 64
 #define SLC_POS 64    // positions per tile (fewer when the group has many heads)
 #define SLC_ROWS 256  // rows per tile: SLC_POS x heads, capped
-// The tile keeps its rows transposed ([Dh][rows] per array, a group's lanes gathered from
-// it with one vector gather per element) on the thread's stack: at most SLC_TILE_FLOATS
-// floats per array, so rows shrink as Dh grows (32 rows at Dh = 256).
+// The tile keeps its rows' q and state (runs_gather) on the thread's stack: at most
+// SLC_TILE_FLOATS floats per array, so rows shrink as Dh grows (32 rows at Dh = 256).
 #define SLC_TILE_FLOATS 8192
 
 #define KERNEL static inline __attribute__((always_inline)) void
@@ -111,34 +110,64 @@ static int slc_union_next(SlcUnion *u, int *pos, int *np, int t0, int nt, const 
     return j;
 }
 
-// XT[e][v] = Xt[e * rows + rr[v]] for lanes v < nr, 0 beyond: a group's lanes out of the
-// tile's transposed rows.
-KERNEL group_gather(float *restrict XT, const float *restrict Xt, int rows, const int *rr, int nr,
-                    int Dh) {
-    int ix[SLC_V];
-    for (int v = 0; v < SLC_V; v++) ix[v] = v < nr ? rr[v] : rr[0];
-    for (int e = 0; e < Dh; e++) {
-        const float *xe = Xt + (size_t)e * rows;
-#pragma omp simd
-        for (int v = 0; v < SLC_V; v++) XT[e * SLC_V + v] = v < nr ? xe[ix[v]] : 0.0f;
+// The tile keeps its rows position-major, Xp[(i * Dh + e) * hb + h] for row r = i * hb + h:
+// a position's heads are adjacent for every e. Groups are filled position by position, so
+// when hb divides SLC_V a group is whole positions and its lanes are hb-float runs (one
+// short vector move per position and e); otherwise they are copied lane by lane.
+KERNEL runs_gather(float *restrict XT, const float *restrict Xp, const int *rr, int nr, int hb, int Dh) {
+    for (int v0 = 0; v0 < nr; v0 += hb) {
+        const float *src = Xp + (size_t)(rr[v0] / hb) * Dh * hb;
+        for (int e = 0; e < Dh; e++)
+            for (int h = 0; h < hb; h++) XT[e * SLC_V + v0 + h] = src[e * hb + h];
+    }
+}
+KERNEL runs_scatter(float *restrict Xp, const float *restrict XT, const int *rr, int nr, int hb, int Dh) {
+    for (int v0 = 0; v0 < nr; v0 += hb) {
+        float *dst = Xp + (size_t)(rr[v0] / hb) * Dh * hb;
+        for (int e = 0; e < Dh; e++)
+            for (int h = 0; h < hb; h++) dst[e * hb + h] = XT[e * SLC_V + v0 + h];
+    }
+}
+#define HB_RUNS(hb, call)                        \
+    switch (hb) {                                \
+    case 1: { const int hb_ = 1; call; break; }  \
+    case 2: { const int hb_ = 2; call; break; }  \
+    case 4: { const int hb_ = 4; call; break; }  \
+    case 8: { const int hb_ = 8; call; break; }  \
+    default: { const int hb_ = 16; call; break; } \
+    }
+
+// XT[e][v] = the tile's element e of row rr[v] for lanes v < nr, 0 beyond.
+KERNEL group_gather(float *restrict XT, const float *restrict Xp, int hb, const int *rr, int nr, int Dh) {
+    if (SLC_V % hb == 0) {
+        HB_RUNS(hb, runs_gather(XT, Xp, rr, nr, hb_, Dh));
+    } else {
+        for (int v = 0; v < nr; v++)
+            for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb];
+    }
+    for (int e = 0; e < Dh; e++)
+        for (int v = nr; v < SLC_V; v++) XT[e * SLC_V + v] = 0.0f;
+}
+
+// The tile's element e of row rr[v] = XT[e][v] for v < nr.
+KERNEL group_scatter(float *restrict Xp, const float *restrict XT, int hb, const int *rr, int nr, int Dh) {
+    if (SLC_V % hb == 0) {
+        HB_RUNS(hb, runs_scatter(Xp, XT, rr, nr, hb_, Dh));
+    } else {
+        for (int v = 0; v < nr; v++)
+            for (int e = 0; e < Dh; e++) Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb] = XT[e * SLC_V + v];
     }
 }
 
-// Xt[e * rows + rr[v]] = XT[e][v] for v < nr.
-KERNEL group_scatter(float *restrict Xt, const float *restrict XT, int rows, const int *rr, int nr,
-                     int Dh) {
-    for (int e = 0; e < Dh; e++)
-        for (int v = 0; v < nr; v++) Xt[(size_t)e * rows + rr[v]] = XT[e * SLC_V + v];
-}
-
-// The tile's rows transposed: Xt[e * rows + r] = mul * x[row r][e], row r = position
-// t0 + r / hb, head hq0 + r % hb.
-static void tile_transpose(float *Xt, const float *x, size_t row0, int H, int nt, int hb, int Dh,
+// The tile's rows position-major: Xp[(i * Dh + e) * hb + h] = mul * x[row (t0 + i, h)][e]
+// for the nt positions from row0 (heads adjacent in x, positions H rows apart).
+static void tile_transpose(float *Xp, const float *x, size_t row0, int H, int nt, int hb, int Dh,
                            float mul) {
-    const int rows = nt * hb;
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (row0 + (size_t)(r / hb) * H + r % hb) * Dh;
-        for (int e = 0; e < Dh; e++) Xt[(size_t)e * rows + r] = xr[e] * mul;
+    for (int i = 0; i < nt; i++) {
+        const float *xi = x + (row0 + (size_t)i * H) * Dh;
+        float *di = Xp + (size_t)i * Dh * hb;
+        for (int h = 0; h < hb; h++)
+            for (int e = 0; e < Dh; e++) di[e * hb + h] = xi[h * Dh + e] * mul;
     }
 }
 
@@ -198,15 +227,15 @@ KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *re
 
 // One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): the
 // online-softmax step per chunk of keys; the tile holds QTt (scaled q) and the state m, l,
-// OTt, all transposed [Dh][rows].
+// OTt, position-major (see runs_gather).
 KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, const float *restrict QTt,
-                     int rows, const float *restrict k, const float *restrict v, size_t ks, const int *rr,
+                     int hb, const float *restrict k, const float *restrict v, size_t ks, const int *rr,
                      const int *t, int nr, int blo, int bhi, int Dh) {
     float QT[Dh * SLC_V], OT[Dh * SLC_V], S[SLC_KEYS * SLC_V];
     float mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
     int tv[SLC_V], tmax = -1, tmin = t[0];
-    group_gather(QT, QTt, rows, rr, nr, Dh);
-    group_gather(OT, OTt, rows, rr, nr, Dh);
+    group_gather(QT, QTt, hb, rr, nr, Dh);
+    group_gather(OT, OTt, hb, rr, nr, Dh);
     for (int x = 1; x < nr; x++) tmin = t[x] < tmin ? t[x] : tmin;
     for (int x = 0; x < SLC_V; x++) {
         const int in = x < nr;
@@ -255,21 +284,21 @@ KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, 
         group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh);
     }
     for (int x = 0; x < nr; x++) m[rr[x]] = mv[x], l[rr[x]] = lv[x];
-    group_scatter(OTt, OT, rows, rr, nr, Dh);
+    group_scatter(OTt, OT, hb, rr, nr, Dh);
 }
 
 // dQ += Σ_s ds_s k_s (unscaled) over block [blo, bhi) for a group, as group_forward; the
-// tile holds QTt, dOTt and dQTt transposed, lse and D per row.
+// tile holds QTt, dOTt and dQTt position-major, lse and D per row.
 KERNEL group_backward_dq(float *restrict dQTt, const float *restrict QTt, const float *restrict dOTt,
-                         const float *restrict lser, const float *restrict Dr, int rows,
+                         const float *restrict lser, const float *restrict Dr, int hb,
                          const float *restrict k, const float *restrict v, size_t ks, const int *rr,
                          const int *t, int nr, int blo, int bhi, int Dh) {
     float QT[Dh * SLC_V], dOT[Dh * SLC_V], dQT[Dh * SLC_V], S[SLC_KEYS * SLC_V], dP[SLC_KEYS * SLC_V];
     float lv[SLC_V], Dv[SLC_V];
     int tv[SLC_V], tmax = -1;
-    group_gather(QT, QTt, rows, rr, nr, Dh);
-    group_gather(dOT, dOTt, rows, rr, nr, Dh);
-    group_gather(dQT, dQTt, rows, rr, nr, Dh);
+    group_gather(QT, QTt, hb, rr, nr, Dh);
+    group_gather(dOT, dOTt, hb, rr, nr, Dh);
+    group_gather(dQT, dQTt, hb, rr, nr, Dh);
     for (int x = 0; x < SLC_V; x++) {
         const int in = x < nr;
         tv[x] = in ? t[x] : -1;
@@ -291,7 +320,7 @@ KERNEL group_backward_dq(float *restrict dQTt, const float *restrict QTt, const 
         }
         group_axpy(dQT, dP, k + (size_t)s0 * ks, ks, nk, Dh);
     }
-    group_scatter(dQTt, dQT, rows, rr, nr, Dh);
+    group_scatter(dQTt, dQT, hb, rr, nr, Dh);
 }
 
 // Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
@@ -329,12 +358,13 @@ static void slc_tile_forward(float *o, float *lse, const float *q, const float *
     for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
     for (size_t i = 0; i < (size_t)rows * Dh; i++) OTt[i] = 0.0f;
     SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_forward(OTt, m, l, QTt, rows, k + kvoff, v + kvoff, ks, rr, tt, nr,
+                   DISPATCH_DH(Dh, group_forward(OTt, m, l, QTt, hb, k + kvoff, v + kvoff, ks, rr, tt, nr,
                                                  blo, bhi, Dh_)));
     for (int r = 0; r < rows; r++) {
         const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        for (int e = 0; e < Dh; e++) o[row * Dh + e] = OTt[(size_t)e * rows + r] * inv;
+        const float *src = OTt + (size_t)(r / hb) * Dh * hb + r % hb;
+        for (int e = 0; e < Dh; e++) o[row * Dh + e] = src[e * hb] * inv;
         lse[row] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
     }
 }
@@ -355,11 +385,12 @@ static void slc_tile_backward_dq(float *dq, const float *dout, const float *q, c
     }
     for (size_t i = 0; i < (size_t)rows * Dh; i++) dQTt[i] = 0.0f;
     SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_backward_dq(dQTt, QTt, dOTt, lser, Dr, rows, k + kvoff, v + kvoff, ks,
+                   DISPATCH_DH(Dh, group_backward_dq(dQTt, QTt, dOTt, lser, Dr, hb, k + kvoff, v + kvoff, ks,
                                                      rr, tt, nr, blo, bhi, Dh_)));
     for (int r = 0; r < rows; r++) {
         const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
-        for (int e = 0; e < Dh; e++) dq[row * Dh + e] += scale * dQTt[(size_t)e * rows + r];
+        const float *src = dQTt + (size_t)(r / hb) * Dh * hb + r % hb;
+        for (int e = 0; e < Dh; e++) dq[row * Dh + e] += scale * src[e * hb];
     }
 }
 
