@@ -28,11 +28,17 @@ static void select_from_scores(int32_t *out, const float *pg, float *ps, int t,
     const int jt = t / lp, ncand = jt + 1;
     for (int j = 0; j < ncand; j++) {
         float acc = 0.0f;
-        for (int m = 0; m < a; m++)
-            for (int nn = 0; nn < bq; nn++) {
-                int c = a * j - (bq - 1) + m + nn;
-                if (c >= 0 && c < nvis) acc += pg[c];
-            }
+        const int c0 = a * j - (bq - 1);
+        if (c0 >= 0 && c0 + a + bq - 2 < nvis) {  // inside: the same sums without the checks
+            for (int m = 0; m < a; m++)
+                for (int nn = 0; nn < bq; nn++) acc += pg[c0 + m + nn];
+        } else {
+            for (int m = 0; m < a; m++)
+                for (int nn = 0; nn < bq; nn++) {
+                    int c = c0 + m + nn;
+                    if (c >= 0 && c < nvis) acc += pg[c];
+                }
+        }
         ps[j] = acc;
     }
     if (ncand <= n) {
