@@ -18,7 +18,7 @@ size_t nsa_select_work_bytes(const NsaShape *s) {
 }
 
 // Top-n selection of position t from pg [Nc], the group's summed p_cmp; ps [Ns] is scratch.
-static void select_from_scores(int32_t *out, const float *pg, float *ps, int t,
+static void select_from_scores(int32_t *out, const float *pg, size_t pstride, float *ps, int t,
                                const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;
     const int nvis = nsa_cmp_visible(s, nsa_n_cmp(s), t);
@@ -31,12 +31,12 @@ static void select_from_scores(int32_t *out, const float *pg, float *ps, int t,
         const int c0 = a * j - (bq - 1);
         if (c0 >= 0 && c0 + a + bq - 2 < nvis) {  // inside: the same sums without the checks
             for (int m = 0; m < a; m++)
-                for (int nn = 0; nn < bq; nn++) acc += pg[c0 + m + nn];
+                for (int nn = 0; nn < bq; nn++) acc += pg[(size_t)(c0 + m + nn) * pstride];
         } else {
             for (int m = 0; m < a; m++)
                 for (int nn = 0; nn < bq; nn++) {
                     int c = c0 + m + nn;
-                    if (c >= 0 && c < nvis) acc += pg[c];
+                    if (c >= 0 && c < nvis) acc += pg[(size_t)c * pstride];
                 }
         }
         ps[j] = acc;
@@ -116,7 +116,7 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                 }
             }
             for (int i = 0; i < nt; i++)
-                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc,
+                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, 1,
                                    ps, t0 + i, s);
         }
     }
@@ -124,7 +124,7 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
 
 // ---- Fused with the compressed forward ----
 
-// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [qb][Nc], ps [Ns]. Same slot rule as above.
+// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [Nc][qb], ps [Ns]. Same slot rule as above.
 static size_t cmp_select_slot_floats(const NsaShape *s) {
     const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
     const size_t Nc = (size_t)nsa_n_cmp(s);
@@ -151,7 +151,7 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
             int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
             int b = (int)(task / G % s->B), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
             const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
-            for (int i = 0; i < nt * Nc; i++) pg[i] = 0.0f;
+            for (size_t i = 0; i < (size_t)gr.qb * Nc; i++) pg[i] = 0.0f;
             for (int h0 = 0; h0 < rep; h0 += gr.hb) {
                 const int hb = nsa_imin(gr.hb, rep - h0);
                 AttnTile tl;
@@ -169,17 +169,16 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
 #pragma omp simd
                     for (int r = 0; r < ATTN_ROWS; r++) p[r] = attn_expf(scc[r] - lser[r]);
                     // Rows of one position are adjacent (r = i * hb + h): add them in head
-                    // order; a block a row cannot see adds exp(-inf) = 0, left out.
-                    for (int i = 0; i < nt; i++) {
-                        float acc = pg[(size_t)i * Nc + c];
-                        for (int h = 0; h < hb; h++)
-                            if (c < tl.hi[i * hb + h]) acc += p[i * hb + h];
-                        pg[(size_t)i * Nc + c] = acc;
-                    }
+                    // order into pg [Nc][qb] (one vector of positions per block). A block a
+                    // row cannot see adds exp(-inf) = +0, which leaves the sum's bits alone.
+                    float *pgc = pg + (size_t)c * gr.qb;
+                    for (int h = 0; h < hb; h++)
+#pragma omp simd
+                        for (int i = 0; i < gr.qb; i++) pgc[i] += p[(i < nt ? i : 0) * hb + h];
                 }
             }
             for (int i = 0; i < nt; i++)
-                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc,
+                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + i, gr.qb,
                                    ps, t0 + i, s);
         }
     }
