@@ -17,30 +17,12 @@ size_t nsa_select_work_bytes(const NsaShape *s) {
     return (size_t)NSA_SELECT_SLOTS * ((size_t)gr.qb * nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
 }
 
-// Top-n selection of position t from pg [Nc], the group's summed p_cmp; ps [Ns] is scratch.
-static void select_from_scores(int32_t *out, const float *pg, size_t pstride, float *ps, int t,
-                               const NsaShape *s) {
+// Top-n choice of position t from its block scores ps[j * sstride], j <= t / l' (Eq. 9-10
+// already summed); overwrites ps.
+static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;
-    const int nvis = nsa_cmp_visible(s, nsa_n_cmp(s), t);
-    // Eq. 9: selection block j gathers the compressed blocks that overlap it. (Eq. 10 sums
-    // Eq. 9 over the group's heads; both are linear in p_cmp, so pg already holds that sum.)
-    const int a = lp / s->cmp_stride, bq = s->cmp_block / s->cmp_stride;
     const int jt = t / lp, ncand = jt + 1;
-    for (int j = 0; j < ncand; j++) {
-        float acc = 0.0f;
-        const int c0 = a * j - (bq - 1);
-        if (c0 >= 0 && c0 + a + bq - 2 < nvis) {  // inside: the same sums without the checks
-            for (int m = 0; m < a; m++)
-                for (int nn = 0; nn < bq; nn++) acc += pg[(size_t)(c0 + m + nn) * pstride];
-        } else {
-            for (int m = 0; m < a; m++)
-                for (int nn = 0; nn < bq; nn++) {
-                    int c = c0 + m + nn;
-                    if (c >= 0 && c < nvis) acc += pg[(size_t)c * pstride];
-                }
-        }
-        ps[j] = acc;
-    }
+#define ps(j) ps_[(size_t)(j) * sstride]
     if (ncand <= n) {
         for (int i = 0; i < n; i++) out[i] = i < ncand ? i : -1;
         return;
@@ -54,7 +36,7 @@ static void select_from_scores(int32_t *out, const float *pg, size_t pstride, fl
     int cnt = 0;
     for (int f = 0; f < nf && cnt < n; f++) {
         out[cnt++] = forced[f];
-        ps[forced[f]] = -1.0f;
+        ps(forced[f]) = -1.0f;
     }
     // The best n - cnt of the rest in one pass: best[] is kept sorted by score descending,
     // ties by lower j (a later j enters only if strictly greater), so this picks what
@@ -65,7 +47,7 @@ static void select_from_scores(int32_t *out, const float *pg, size_t pstride, fl
     float bs[k > 0 ? k : 1];
     int nb = 0;
     for (int j = 0; j < ncand && k > 0; j++) {
-        const float x = ps[j];
+        const float x = ps(j);
         if (!(x >= 0.0f) || (nb == k && !(x > bs[k - 1]))) continue;
         int pos = nb < k ? nb++ : k - 1;
         while (pos > 0 && x > bs[pos - 1]) {
@@ -82,6 +64,35 @@ static void select_from_scores(int32_t *out, const float *pg, size_t pstride, fl
             out[a] = out[a - 1];
             out[a - 1] = tmp;
         }
+#undef ps
+}
+
+// Eq. 9 for positions of one tile at once: ps[j * np + i] = Σ_m Σ_nn pg[c * np + i] over
+// c = (l'/d)·j − (l/d − 1) + m + nn in [0, nvis), m then nn ascending, for j < ncand. pg
+// holds the group's summed p_cmp (Eq. 10: Eq. 9 is linear, so summing heads first is the
+// same), +0 at blocks a position cannot see, so one nvis (the tile's last position's)
+// serves every position with the same bits.
+static void select_scores(float *ps, const float *pg, int np, int ncand, int nvis, const NsaShape *s) {
+    const int a = s->slc_block / s->cmp_stride, bq = s->cmp_block / s->cmp_stride;
+    for (int j = 0; j < ncand; j++) {
+        float *acc = ps + (size_t)j * np;
+        for (int i = 0; i < np; i++) acc[i] = 0.0f;
+        const int c0 = a * j - (bq - 1);
+        for (int m = 0; m < a; m++)
+            for (int nn = 0; nn < bq; nn++) {
+                const int c = c0 + m + nn;
+                if (c < 0 || c >= nvis) continue;
+                const float *pc = pg + (size_t)c * np;
+#pragma omp simd
+                for (int i = 0; i < np; i++) acc[i] += pc[i];
+            }
+    }
+}
+
+// Top-n selection of position t from pg [Nc], the group's summed p_cmp; ps [Ns] is scratch.
+static void select_from_scores(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s) {
+    select_scores(ps, pg, 1, t / s->slc_block + 1, nsa_cmp_visible(s, nsa_n_cmp(s), t), s);
+    select_topn(out, ps, 1, t, s);
 }
 
 void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
@@ -116,19 +127,19 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                 }
             }
             for (int i = 0; i < nt; i++)
-                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, 1,
-                                   ps, t0 + i, s);
+                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, ps,
+                                   t0 + i, s);
         }
     }
 }
 
 // ---- Fused with the compressed forward ----
 
-// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [Nc][qb], ps [Ns]. Same slot rule as above.
+// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [Nc][qb], ps [Ns][qb]. Same slot rule as above.
 static size_t cmp_select_slot_floats(const NsaShape *s) {
     const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
     const size_t Nc = (size_t)nsa_n_cmp(s);
-    return Nc * ATTN_ROWS + (size_t)gr.qb * Nc + (size_t)nsa_n_slc(s);
+    return Nc * ATTN_ROWS + (size_t)gr.qb * Nc + (size_t)gr.qb * nsa_n_slc(s);
 }
 
 size_t nsa_cmp_select_work_bytes(const NsaShape *s) {
@@ -174,12 +185,13 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
                     float *pgc = pg + (size_t)c * gr.qb;
                     for (int h = 0; h < hb; h++)
 #pragma omp simd
-                        for (int i = 0; i < gr.qb; i++) pgc[i] += p[(i < nt ? i : 0) * hb + h];
+                        for (int i = 0; i < gr.qb; i++) pgc[i] += p[i * hb + h];  // i >= nt: unused
                 }
             }
+            select_scores(ps, pg, gr.qb, (t0 + nt - 1) / s->slc_block + 1,
+                          nsa_cmp_visible(s, Nc, t0 + nt - 1), s);
             for (int i = 0; i < nt; i++)
-                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + i, gr.qb,
-                                   ps, t0 + i, s);
+                select_topn(idx + (((size_t)b * T + t0 + i) * G + g) * n, ps + i, gr.qb, t0 + i, s);
         }
     }
 }
