@@ -29,10 +29,9 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int64_t B, int64
 // NSA pieces (DESIGN.md "NSA attention"); s describes B, T, H, G, Dh and the block sizes.
 Tensor *op_cmp_gather(Graph *g, Tensor *x, Tensor *pe, const NsaShape *s);   // [B*Nc*G, l*Dh]
 Tensor *op_cmp_mean(Graph *g, Tensor *x, const NsaShape *s);                 // [B*Nc*G, Dh]
-// Compressed attention; *lse receives the saved log-sum-exp [B,T,H] for selection.
-Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape *s, const float **lse);
-// Top-n block selection; no gradient. Returns idx [B, T, G, n] in arena memory.
-int32_t *op_select(Graph *g, Tensor *q, Tensor *kc, const float *lse, const NsaShape *s);
+// Compressed attention with the top-n block selection in the same pass; *idx receives the
+// selection [B, T, G, n] in arena memory (no gradient).
+Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape *s, int32_t **idx);
 // Selected-block attention through the index; materialise=1 uses the reference path.
 Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
                     int materialise);

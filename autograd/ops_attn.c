@@ -116,14 +116,15 @@ static void cmp_attn_bwd(Graph *g, Node *n) {
                           work, &c->s);
 }
 
-Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape *s, const float **lse) {
+Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape *s, int32_t **idx) {
     graph_set_op(g, "cmp_attention");
     Tensor *o = tensor_new2(g, (int64_t)s->B * s->T, (int64_t)s->H * s->Dh);
     NsaCtx *c = arena_alloc(g->arena, sizeof *c);
     c->s = *s;
     c->lse = arena_alloc(g->arena, (size_t)s->B * s->T * s->H * sizeof(float));
-    nsa_cmp_attn_forward(o->data, c->lse, q->data, kc->data, vc->data, s);
-    *lse = c->lse;
+    *idx = arena_alloc(g->arena, (size_t)s->B * s->T * s->G * s->slc_topn * sizeof(int32_t));
+    void *work = arena_alloc(g->arena, nsa_cmp_select_work_bytes(s));
+    nsa_cmp_attn_select_forward(o->data, c->lse, *idx, q->data, kc->data, vc->data, work, s);
     o->requires_grad = q->requires_grad || kc->requires_grad || vc->requires_grad;
     if (g->record && o->requires_grad) {
         Node *n = graph_push(g, "cmp_attention", cmp_attn_bwd, o);
@@ -131,14 +132,6 @@ Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape 
         n->ctx = c;
     }
     return o;
-}
-
-int32_t *op_select(Graph *g, Tensor *q, Tensor *kc, const float *lse, const NsaShape *s) {
-    graph_set_op(g, "select");
-    int32_t *idx = arena_alloc(g->arena, (size_t)s->B * s->T * s->G * s->slc_topn * sizeof(int32_t));
-    void *work = arena_alloc(g->arena, nsa_select_work_bytes(s));
-    nsa_select(idx, q->data, kc->data, lse, work, s);
-    return idx;
 }
 
 // ---------------------------------------------------------------------------- selected attention

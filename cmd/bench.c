@@ -7,13 +7,14 @@
 #include "cmd/cmd.h"
 #include "data/path.h"
 #include "eval/bench.h"
+#include "eval/bench_attn.h"
 #include "eval/bench_q4k.h"
 #include "eval/bench_decode.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 
 static const char usage[] =
-    "usage: nsa bench [kernels|q4k|decode]\n"
+    "usage: nsa bench [kernels|q4k|decode|attn [--max-seq N]]\n"
     "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
     "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
     "  q4k: read bandwidth, Q4_K matvec on a matrix far larger than the LLC (GB/s vs that\n"
@@ -21,17 +22,26 @@ static const char usage[] =
     "  decode: decode tokens/s of NSA vs dense layers (small dimensions, seq_len 32768, random\n"
     "  init) at batch 1 and 8 and contexts 1k, 8k, 32k, and bytes read per step against the\n"
     "  measured copy bandwidth.\n"
+    "  attn: one layer of NSA attention (compressed, selection, selected, window) vs dense\n"
+    "  causal flash attention at S = 8k, 16k, 32k, 64k (stop after --max-seq, default 65536),\n"
+    "  forward and backward, each kernel's GFLOP/s against 1- and 2-thread sgemm of the run.\n"
     "  Training-step and memory measurements: scripts/bench-ckpt.sh (make bench).\n";
 
-enum { O_HELP = 1, O_WHAT };
-static const ArgSpec specs[] = {{"", 1, O_WHAT}, {"help", 0, O_HELP}, {NULL, 0, 0}};
+enum { O_HELP = 1, O_WHAT, O_MAX_SEQ };
+static const ArgSpec specs[] = {
+    {"", 1, O_WHAT}, {"help", 0, O_HELP}, {"max-seq", 1, O_MAX_SEQ}, {NULL, 0, 0}};
 
 int cmd_bench(int argc, char **argv) {
     const char *what = NULL, *v;
     ArgIter it;
     args_begin(&it, argc, argv);
     int id;
+    int64_t max_seq = 65536;
     while ((id = args_next(&it, specs, &v)) > 0) {
+        if (id == O_MAX_SEQ) {
+            if (args_i64("--max-seq", v, 8192, 65536, &max_seq) != NSA_OK) return 2;
+            continue;
+        }
         if (id == O_HELP || !strcmp(v, "-h")) {
             fputs(usage, stdout);
             return 0;
@@ -50,6 +60,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%.3f\n", bench_sgemm_gflops(1024));
         return 0;
     }
+    if (!strcmp(what, "attn")) return bench_attn_run(stdout, (int)max_seq) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "q4k")) return bench_q4k_run(stdout) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "decode")) return bench_decode() == NSA_OK ? 0 : 1;
     if (strcmp(what, "kernels")) {

@@ -84,47 +84,60 @@ KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int 
 // operand, where the plain 64-lane loop got stack accumulators and gathers.
 #define LANE_V 16
 
-// Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n: 64 dot products per row, two rows per pass
-// sharing the XT loads.
+// Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n: 64 dot products per row, four rows per pass
+// sharing the XT loads (16 vector accumulators: one load feeds four FMAs).
 KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n,
                  int Dh) {
-    for (int i = 0; i < n; i += 2) {
+    for (int i = 0; i < n; i += 4) {
         const float *x0 = rows[i], *x1 = rows[i + 1 < n ? i + 1 : i];
-        float a0[L], a1[L];
-        for (int l = 0; l < L; l++) a0[l] = a1[l] = 0.0f;
+        const float *x2 = rows[i + 2 < n ? i + 2 : i], *x3 = rows[i + 3 < n ? i + 3 : i];
+        float a0[L], a1[L], a2[L], a3[L];
+        for (int l = 0; l < L; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0.0f;
         for (int e = 0; e < Dh; e++) {
             const float *xe = XT + e * L;
-            const float c0 = x0[e], c1 = x1[e];
+            const float c0 = x0[e], c1 = x1[e], c2 = x2[e], c3 = x3[e];
             for (int l = 0; l < LANE_V; l++)
                 for (int b = 0; b < L; b += LANE_V) {
                     a0[b + l] = fmaf(xe[b + l], c0, a0[b + l]);
                     a1[b + l] = fmaf(xe[b + l], c1, a1[b + l]);
+                    a2[b + l] = fmaf(xe[b + l], c2, a2[b + l]);
+                    a3[b + l] = fmaf(xe[b + l], c3, a3[b + l]);
                 }
         }
         for (int l = 0; l < L; l++) Y[i * L + l] = a0[l];
         if (i + 1 < n)
             for (int l = 0; l < L; l++) Y[(i + 1) * L + l] = a1[l];
+        if (i + 2 < n)
+            for (int l = 0; l < L; l++) Y[(i + 2) * L + l] = a2[l];
+        if (i + 3 < n)
+            for (int l = 0; l < L; l++) Y[(i + 3) * L + l] = a3[l];
     }
 }
 
 // AccT[e][l] += Σ_i W[i][l] rows[i][e] for i < n, in order of i: the transposed
-// accumulation of Σ_i w_i ⊗ row_i, two e per pass sharing the W loads.
+// accumulation of Σ_i w_i ⊗ row_i, four e per pass sharing the W loads.
 KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows,
                   int n, int Dh) {
-    for (int e = 0; e < Dh; e += 2) {
-        const int e1 = e + 1 < Dh ? e + 1 : e;
-        float a0[L], a1[L];
-        for (int l = 0; l < L; l++) a0[l] = AccT[e * L + l], a1[l] = AccT[e1 * L + l];
+    for (int e = 0; e < Dh; e += 4) {
+        const int e1 = e + 1 < Dh ? e + 1 : e, e2 = e + 2 < Dh ? e + 2 : e, e3 = e + 3 < Dh ? e + 3 : e;
+        float a0[L], a1[L], a2[L], a3[L];
+        for (int l = 0; l < L; l++)
+            a0[l] = AccT[e * L + l], a1[l] = AccT[e1 * L + l], a2[l] = AccT[e2 * L + l], a3[l] = AccT[e3 * L + l];
         for (int i = 0; i < n; i++) {
             const float *wi = W + i * L;
-            const float c0 = rows[i][e], c1 = rows[i][e1];
+            const float c0 = rows[i][e], c1 = rows[i][e1], c2 = rows[i][e2], c3 = rows[i][e3];
             for (int l = 0; l < LANE_V; l++)
                 for (int b = 0; b < L; b += LANE_V) {
                     a0[b + l] = fmaf(wi[b + l], c0, a0[b + l]);
                     a1[b + l] = fmaf(wi[b + l], c1, a1[b + l]);
+                    a2[b + l] = fmaf(wi[b + l], c2, a2[b + l]);
+                    a3[b + l] = fmaf(wi[b + l], c3, a3[b + l]);
                 }
         }
-        for (int l = 0; l < L; l++) AccT[e1 * L + l] = a1[l];  // e1 == e: a0 wins below
+        // Past Dh the e's repeat e: write them first so that a0 wins.
+        for (int l = 0; l < L; l++) AccT[e3 * L + l] = a3[l];
+        for (int l = 0; l < L; l++) AccT[e2 * L + l] = a2[l];
+        for (int l = 0; l < L; l++) AccT[e1 * L + l] = a1[l];
         for (int l = 0; l < L; l++) AccT[e * L + l] = a0[l];
     }
 }
@@ -169,6 +182,15 @@ static inline int tile_chunk(AttnChunkIter next, void *ctx, int n, int *k0, int 
     return 1;
 }
 
+// Whether every row r < n sees all keys [s0, s0 + nk): the chunk then needs no mask (the
+// common case away from the causal diagonal; masking cost ~15% of the forward). Padding
+// rows compute on zero queries and are never written back.
+static inline int chunk_full(const int *lo, const int *hi, int n, int s0, int nk) {
+    int full = 1;
+    for (int r = 0; r < n; r++) full &= lo[r] <= s0 && hi[r] >= s0 + nk;
+    return full;
+}
+
 // lse and D of the rows; a row without keys (lse = -inf) and padding get 0, which keeps
 // the exps finite (those rows are masked everywhere).
 static inline void tile_row_terms(float *lser, float *Dr, const float *lse, const float *D,
@@ -179,9 +201,10 @@ static inline void tile_row_terms(float *lser, float *Dr, const float *lse, cons
     }
 }
 
-KERNEL tile_forward(float *restrict o, float *restrict lse, const float *restrict q,
-                    const float *restrict k, const float *restrict v, size_t ks,
-                    const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
+// sc (NULL: not kept) receives the masked scores, sc[s * L + r] for key s and row r.
+KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc,
+                    const float *restrict q, const float *restrict k, const float *restrict v,
+                    size_t ks, const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
     float QT[Dh * L], OT[Dh * L], S[L * L];
     float m[L], l[L], mx[L], base[L], corr[L], sum[L];
     const float *qp[L], *kp[L], *vp[L];
@@ -195,15 +218,22 @@ KERNEL tile_forward(float *restrict o, float *restrict lse, const float *restric
         key_ptrs(vp, v, ks, s0, nk);
         lanes_dot(S, QT, kp, nk, Dh);  // S[j][r] = q_r·k_j / sqrt(Dh)
         for (int r = 0; r < L; r++) mx[r] = m[r];
-        for (int j = 0; j < nk; j++) {
-            const int s = s0 + j;
+        if (chunk_full(lo, hi, tl->n, s0, nk)) {
+            for (int j = 0; j < nk; j++)
 #pragma omp simd
-            for (int r = 0; r < L; r++) {
-                float x = s >= lo[r] && s < hi[r] ? S[j * L + r] : -INFINITY;
-                S[j * L + r] = x;
-                mx[r] = x > mx[r] ? x : mx[r];
+                for (int r = 0; r < L; r++) mx[r] = S[j * L + r] > mx[r] ? S[j * L + r] : mx[r];
+        } else {
+            for (int j = 0; j < nk; j++) {
+                const int s = s0 + j;
+#pragma omp simd
+                for (int r = 0; r < L; r++) {
+                    float x = s >= lo[r] && s < hi[r] ? S[j * L + r] : -INFINITY;
+                    S[j * L + r] = x;
+                    mx[r] = x > mx[r] ? x : mx[r];
+                }
             }
         }
+        if (sc) memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
 #pragma omp simd
         for (int r = 0; r < L; r++) {
             base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // row with no key yet: p = 0
@@ -251,12 +281,19 @@ KERNEL tile_backward_dq(float *restrict dq, const float *restrict dout, const fl
         key_ptrs(vp, v, ks, s0, nk);
         lanes_dot(S, QT, kp, nk, Dh);    // scores
         lanes_dot(dP, dOT, vp, nk, Dh);  // dout·v
-        for (int j = 0; j < nk; j++) {
-            const int s = s0 + j;
+        if (chunk_full(lo, hi, tl->n, s0, nk)) {
+            for (int j = 0; j < nk; j++)
 #pragma omp simd
-            for (int r = 0; r < L; r++) {
-                const float p = attn_expf(S[j * L + r] - lser[r]);
-                dP[j * L + r] = s >= lo[r] && s < hi[r] ? p * (dP[j * L + r] - Dr[r]) : 0.0f;
+                for (int r = 0; r < L; r++)
+                    dP[j * L + r] = attn_expf(S[j * L + r] - lser[r]) * (dP[j * L + r] - Dr[r]);
+        } else {
+            for (int j = 0; j < nk; j++) {
+                const int s = s0 + j;
+#pragma omp simd
+                for (int r = 0; r < L; r++) {
+                    const float p = attn_expf(S[j * L + r] - lser[r]);
+                    dP[j * L + r] = s >= lo[r] && s < hi[r] ? p * (dP[j * L + r] - Dr[r]) : 0.0f;
+                }
             }
         }
         lanes_axpy(dQT, dP, kp, nk, Dh);  // dQT[e][r] += Σ_j ds[j][r] k_j[e]
@@ -291,6 +328,15 @@ KERNEL keys_backward(float *restrict dk, float *restrict dv, const float *restri
             const float lr = lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
             const float Dv = D[tl.off[r]];
             const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
+            if (jlo <= 0 && jhi >= L) {  // sees the whole (full) key block: no mask
+#pragma omp simd
+                for (int j = 0; j < L; j++) {
+                    const float p = attn_expf(P[r * L + j] - lr);
+                    P[r * L + j] = p;
+                    dS[r * L + j] = p * (dS[r * L + j] - Dv);
+                }
+                continue;
+            }
 #pragma omp simd
             for (int j = 0; j < L; j++) {
                 const int vis = j >= jlo && j < jhi;
@@ -316,7 +362,14 @@ void attn_tile_forward(float *o, float *lse, const float *q, const float *k, con
                        int Dh) {
     RangeChunks rc;
     if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
-    DISPATCH_DH(Dh, tile_forward(o, lse, q, k, v, kv_stride, tl, next, ctx, Dh_));
+    DISPATCH_DH(Dh, tile_forward(o, lse, NULL, q, k, v, kv_stride, tl, next, ctx, Dh_));
+}
+
+void attn_tile_forward_scores(float *o, float *lse, float *scores, const float *q, const float *k,
+                              const float *v, size_t kv_stride, const AttnTile *tl, int Dh) {
+    RangeChunks rc;
+    range_chunks_init(&rc, tl);
+    DISPATCH_DH(Dh, tile_forward(o, lse, scores, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
 }
 
 void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,

@@ -68,6 +68,13 @@ typedef int (*AttnChunkIter)(void *ctx, int *k0, int *nk, int *lo, int *hi);
 void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                        size_t kv_stride, const AttnTile *tl, AttnChunkIter next, void *ctx,
                        int Dh);
+// The same over the rows' own ranges (next = NULL above), also keeping every score the
+// softmax saw: scores[s * ATTN_ROWS + r] = q_r·k_s / sqrt(Dh), or -INFINITY where key s is
+// outside row r's range, for every key s of the chunks visited (from the union's lowest key
+// up to its highest). Bit-identical o and lse to attn_tile_forward; the compressed branch
+// derives the selection scores from these without a second pass over its keys.
+void attn_tile_forward_scores(float *o, float *lse, float *scores, const float *q, const float *k,
+                              const float *v, size_t kv_stride, const AttnTile *tl, int Dh);
 // dq += Σ_s ds_s k_s / sqrt(Dh), p = exp(score - lse), ds = p (dout·v_s - D), per row, over
 // the same keys as the forward.
 void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,

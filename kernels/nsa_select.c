@@ -1,5 +1,6 @@
 // nsa_select.c: top-n block selection (DESIGN.md, Eq. 9-10) from the compressed branch's
-// attention probabilities, recomputed from its saved log-sum-exp.
+// attention probabilities: fused into the compressed forward (training), or recomputed from
+// its saved log-sum-exp (the reference twin).
 #include "kernels/nsa_select.h"
 
 #include "kernels/attention.h"
@@ -16,22 +17,12 @@ size_t nsa_select_work_bytes(const NsaShape *s) {
     return (size_t)NSA_SELECT_SLOTS * ((size_t)gr.qb * nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
 }
 
-void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s) {
+// Top-n choice of position t from its block scores ps[j * sstride], j <= t / l' (Eq. 9-10
+// already summed); overwrites ps.
+static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;
-    const int nvis = nsa_cmp_visible(s, nsa_n_cmp(s), t);
-    // Eq. 9: selection block j gathers the compressed blocks that overlap it. (Eq. 10 sums
-    // Eq. 9 over the group's heads; both are linear in p_cmp, so pg already holds that sum.)
-    const int a = lp / s->cmp_stride, bq = s->cmp_block / s->cmp_stride;
     const int jt = t / lp, ncand = jt + 1;
-    for (int j = 0; j < ncand; j++) {
-        float acc = 0.0f;
-        for (int m = 0; m < a; m++)
-            for (int nn = 0; nn < bq; nn++) {
-                int c = a * j - (bq - 1) + m + nn;
-                if (c >= 0 && c < nvis) acc += pg[c];
-            }
-        ps[j] = acc;
-    }
+#define ps(j) ps_[(size_t)(j) * sstride]
     if (ncand <= n) {
         for (int i = 0; i < n; i++) out[i] = i < ncand ? i : -1;
         return;
@@ -45,23 +36,63 @@ void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaSh
     int cnt = 0;
     for (int f = 0; f < nf && cnt < n; f++) {
         out[cnt++] = forced[f];
-        ps[forced[f]] = -1.0f;
+        ps(forced[f]) = -1.0f;
     }
-    while (cnt < n) {
-        int best = -1;
-        for (int j = 0; j < ncand; j++)
-            if (ps[j] >= 0.0f && (best < 0 || ps[j] > ps[best])) best = j;  // ties: lower j
-        if (best < 0) break;  // only NaN scores left (non-finite inputs): pad
-        out[cnt++] = best;
-        ps[best] = -1.0f;
+    // The best n - cnt of the rest in one pass: best[] is kept sorted by score descending,
+    // ties by lower j (a later j enters only if strictly greater), so this picks what
+    // repeated arg-max with the lower-index tie rule picks, in O(ncand) instead of
+    // O(n * ncand). Taken blocks (-1) and NaN scores (the comparison fails) never enter.
+    const int k = n - cnt;
+    int32_t best[k > 0 ? k : 1];
+    float bs[k > 0 ? k : 1];
+    int nb = 0;
+    for (int j = 0; j < ncand && k > 0; j++) {
+        const float x = ps(j);
+        if (!(x >= 0.0f) || (nb == k && !(x > bs[k - 1]))) continue;
+        int pos = nb < k ? nb++ : k - 1;
+        while (pos > 0 && x > bs[pos - 1]) {
+            bs[pos] = bs[pos - 1], best[pos] = best[pos - 1];
+            pos--;
+        }
+        bs[pos] = x, best[pos] = j;
     }
+    for (int i = 0; i < nb; i++) out[cnt++] = best[i];
     for (int i = cnt; i < n; i++) out[i] = -1;
     for (int i = 1; i < cnt; i++)  // insertion sort, n is small
-        for (int k = i; k > 0 && out[k - 1] > out[k]; k--) {
-            int32_t tmp = out[k];
-            out[k] = out[k - 1];
-            out[k - 1] = tmp;
+        for (int a = i; a > 0 && out[a - 1] > out[a]; a--) {
+            int32_t tmp = out[a];
+            out[a] = out[a - 1];
+            out[a - 1] = tmp;
         }
+#undef ps
+}
+
+// Eq. 9 for positions of one tile at once: ps[j * np + i] = Σ_m Σ_nn pg[c * np + i] over
+// c = (l'/d)·j − (l/d − 1) + m + nn in [0, nvis), m then nn ascending, for j < ncand. pg
+// holds the group's summed p_cmp (Eq. 10: Eq. 9 is linear, so summing heads first is the
+// same), +0 at blocks a position cannot see, so one nvis (the tile's last position's)
+// serves every position with the same bits.
+static void select_scores(float *ps, const float *pg, int np, int ncand, int nvis, const NsaShape *s) {
+    const int a = s->slc_block / s->cmp_stride, bq = s->cmp_block / s->cmp_stride;
+    for (int j = 0; j < ncand; j++) {
+        float *acc = ps + (size_t)j * np;
+        for (int i = 0; i < np; i++) acc[i] = 0.0f;
+        const int c0 = a * j - (bq - 1);
+        for (int m = 0; m < a; m++)
+            for (int nn = 0; nn < bq; nn++) {
+                const int c = c0 + m + nn;
+                if (c < 0 || c >= nvis) continue;
+                const float *pc = pg + (size_t)c * np;
+#pragma omp simd
+                for (int i = 0; i < np; i++) acc[i] += pc[i];
+            }
+    }
+}
+
+// See nsa_select.h (decoding calls it directly).
+void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s) {
+    select_scores(ps, pg, 1, t / s->slc_block + 1, nsa_cmp_visible(s, nsa_n_cmp(s), t), s);
+    select_topn(out, ps, 1, t, s);
 }
 
 void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
@@ -97,7 +128,70 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
             }
             for (int i = 0; i < nt; i++)
                 nsa_select_top(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, ps,
-                               t0 + i, s);
+                                   t0 + i, s);
+        }
+    }
+}
+
+// ---- Fused with the compressed forward ----
+
+// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [Nc][qb], ps [Ns][qb]. Same slot rule as above.
+static size_t cmp_select_slot_floats(const NsaShape *s) {
+    const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
+    const size_t Nc = (size_t)nsa_n_cmp(s);
+    return Nc * ATTN_ROWS + (size_t)gr.qb * Nc + (size_t)gr.qb * nsa_n_slc(s);
+}
+
+size_t nsa_cmp_select_work_bytes(const NsaShape *s) {
+    return (size_t)NSA_SELECT_SLOTS * cmp_select_slot_floats(s) * sizeof(float);
+}
+
+void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float *q,
+                                 const float *kc, const float *vc, void *work, const NsaShape *s) {
+    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
+    const int Nc = nsa_n_cmp(s);
+    const size_t ks = (size_t)G * Dh;
+    const AttnGrid gr = attn_grid(s->B, T, H, G);
+    const long tasks = (long)s->B * G * gr.nqb;
+#pragma omp parallel for schedule(static, 1)
+    for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
+        float *sc = (float *)work + (size_t)slot * cmp_select_slot_floats(s);
+        float *pg = sc + (size_t)Nc * ATTN_ROWS, *ps = pg + (size_t)gr.qb * Nc;
+        // Costliest (last) position blocks first, spread over the slots.
+        for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
+            int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
+            int b = (int)(task / G % s->B), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
+            const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
+            for (size_t i = 0; i < (size_t)gr.qb * Nc; i++) pg[i] = 0.0f;
+            for (int h0 = 0; h0 < rep; h0 += gr.hb) {
+                const int hb = nsa_imin(gr.hb, rep - h0);
+                AttnTile tl;
+                attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
+                for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, tl.t[r]);
+                attn_tile_forward_scores(o, lse, sc, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
+                // p_cmp exactly as attn_tile_probs recomputes it (same score, same exp), summed
+                // over heads in head order: the bits nsa_select gets.
+                const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
+                float lser[ATTN_ROWS], p[ATTN_ROWS];
+                for (int r = 0; r < ATTN_ROWS; r++)
+                    lser[r] = r < tl.n && lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
+                for (int c = 0; c < nvis; c++) {
+                    const float *scc = sc + (size_t)c * ATTN_ROWS;
+#pragma omp simd
+                    for (int r = 0; r < ATTN_ROWS; r++) p[r] = attn_expf(scc[r] - lser[r]);
+                    // Rows of one position are adjacent (r = i * hb + h): add them in head
+                    // order into pg [Nc][qb] (one vector of positions per block). A block a
+                    // row cannot see adds exp(-inf) = +0, which leaves the sum's bits alone.
+                    float *pgc = pg + (size_t)c * gr.qb;
+                    for (int h = 0; h < hb; h++)
+#pragma omp simd
+                        for (int i = 0; i < gr.qb; i++) pgc[i] += p[i * hb + h];  // i >= nt: unused
+                }
+            }
+            select_scores(ps, pg, gr.qb, (t0 + nt - 1) / s->slc_block + 1,
+                          nsa_cmp_visible(s, Nc, t0 + nt - 1), s);
+            for (int i = 0; i < nt; i++)
+                select_topn(idx + (((size_t)b * T + t0 + i) * G + g) * n, ps + i, gr.qb, t0 + i, s);
         }
     }
 }

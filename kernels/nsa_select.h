@@ -16,4 +16,13 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
 // Decoding calls it with s->T = the cached length, so Nc counts the complete blocks.
 void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s);
 
+// The compressed branch's forward with the selection in the same pass: per query tile, the
+// online softmax over the visible compressed blocks (o, lse bit-identical to
+// nsa_cmp_attn_forward) keeps its scores, and p_cmp = exp(score - lse) summed over the
+// group's heads (Eq. 10) and over overlapping blocks (Eq. 9) gives idx, identical to
+// nsa_select's. The compressed keys are read once, where nsa_select reads them again.
+size_t nsa_cmp_select_work_bytes(const NsaShape *s);
+void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float *q,
+                                 const float *kc, const float *vc, void *work, const NsaShape *s);
+
 #endif

@@ -9,77 +9,400 @@
 
 static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-// Key chunks of a selected-branch query tile: the union of the blocks its positions
-// selected, ascending, each cut into chunks of <= ATTN_KEYS keys; a row sees a chunk's keys
-// up to its position if its own selection holds the block. Tiles of consecutive positions
-// share most blocks (the forced ones always), so the union stays near n blocks; even when
-// they share nothing it is <= qb * n blocks, never the whole prefix.
-typedef struct {
-    const NsaShape *s;
-    const AttnTile *tl;
-    const int32_t *sel[ATTN_ROWS];  // row r's selection [n]
-    int cur[ATTN_ROWS];             // row r's cursor into it
-    const int32_t *u;               // union of the tile's blocks, ascending
-    int nu, ui, k0;                 // union size; current block and next key in it
-} SlcChunks;
+// ---- Forward and dq: row groups per selected block ----
+//
+// A task owns a tile of consecutive positions times the group's heads (up to SLC_ROWS rows)
+// and walks the union of the blocks its positions selected, ascending. For block j only the
+// rows whose position chose it take part, packed into groups of SLC_V lanes (one vector):
+// lanes are rows, the block's keys are broadcast from K and V in place, and each row keeps
+// its online-softmax state (m, l, O) across blocks in the tile. Work is then what the
+// selection asks for, rounded up to SLC_V rows per block and tile, where a fixed 64-row
+// tile masked to each row's blocks paid for every row on every block of the union (with
+// 16 positions choosing differently, ~13x the selected tokens). A row's arithmetic (blocks
+// ascending, keys in chunks of <= SLC_KEYS from the block start) does not depend on which
+// rows share its group or tile.
+#define SLC_V 16
+#define SLC_KEYS 64
+#define SLC_POS 64    // positions per tile (fewer when the group has many heads)
+#define SLC_ROWS 256  // rows per tile: SLC_POS x heads, capped
+// The tile keeps its rows' q and state (runs_gather) on the thread's stack: at most
+// SLC_TILE_FLOATS floats per array, so rows shrink as Dh grows (32 rows at Dh = 256).
+#define SLC_TILE_FLOATS 8192
 
-static int slc_chunks_next(void *ctx, int *k0, int *nk, int *lo, int *hi) {
-    SlcChunks *c = ctx;
-    const int lp = c->s->slc_block, n = c->s->slc_topn;
-    if (c->ui < c->nu && c->k0 >= nsa_imin((c->u[c->ui] + 1) * lp, c->s->T))
-        if (++c->ui < c->nu) c->k0 = c->u[c->ui] * lp;
-    if (c->ui >= c->nu) return 0;
-    const int j = c->u[c->ui], bhi = nsa_imin((j + 1) * lp, c->s->T);
-    *k0 = c->k0, *nk = nsa_imin(ATTN_KEYS, bhi - c->k0);
-    for (int r = 0; r < c->tl->n; r++) {
-        const int32_t *sel = c->sel[r];
-        while (c->cur[r] < n && sel[c->cur[r]] >= 0 && sel[c->cur[r]] < j) c->cur[r]++;
-        int mine = c->cur[r] < n && sel[c->cur[r]] == j;
-        lo[r] = *k0, hi[r] = mine ? nsa_imin(*k0 + *nk, c->tl->t[r] + 1) : *k0;
+#define KERNEL static inline __attribute__((always_inline)) void
+#define DISPATCH_DH(Dh, call)                              \
+    switch (Dh) {                                          \
+    case 16: { const int Dh_ = 16; call; break; }          \
+    case 32: { const int Dh_ = 32; call; break; }          \
+    case 64: { const int Dh_ = 64; call; break; }          \
+    case 128: { const int Dh_ = 128; call; break; }        \
+    default: { const int Dh_ = Dh; call; break; }          \
     }
-    c->k0 += *nk;
-    return 1;
+
+// The tile of task `task`: positions [*t0, *t0 + *nt), heads [*h0, *h0 + *hb) of (b, g);
+// costliest (last) positions first.
+typedef struct {
+    int qp, nqp, hb, nhc;  // positions per tile, position tiles, heads per tile, head chunks
+} SlcGrid;
+
+static SlcGrid slc_grid(const NsaShape *s) {
+    const int rep = s->H / s->G;
+    const int cap = nsa_imin(SLC_ROWS, SLC_TILE_FLOATS / s->Dh > 1 ? SLC_TILE_FLOATS / s->Dh : 1);
+    SlcGrid gr;
+    gr.hb = rep < cap ? rep : cap;
+    gr.nhc = (rep + gr.hb - 1) / gr.hb;
+    gr.qp = nsa_imin(SLC_POS, cap / gr.hb);
+    gr.nqp = (s->T + gr.qp - 1) / gr.qp;
+    return gr;
 }
 
-// Sets up the chunks of tile tl (batch b, group g); u holds room for qb * n block ids.
-static void slc_chunks_init(SlcChunks *c, int32_t *u, const AttnTile *tl, const int32_t *idx,
-                            int b, int g, const NsaShape *s) {
+static void slc_task(int *b, int *g, int *t0, int *nt, int *h0, int *hb, long task, const SlcGrid *gr,
+                     const NsaShape *s) {
+    const long per = (long)s->B * s->G * gr->nhc;
+    const int qi = gr->nqp - 1 - (int)(task / per), hc = (int)(task % gr->nhc);
+    *g = (int)(task / gr->nhc % s->G), *b = (int)(task % per / gr->nhc / s->G);
+    *t0 = qi * gr->qp, *nt = nsa_imin(gr->qp, s->T - *t0);
+    *h0 = hc * gr->hb, *hb = nsa_imin(gr->hb, s->H / s->G - *h0);
+}
+
+// The blocks a tile's positions selected and, per block, which positions chose it.
+typedef struct {
+    const int32_t *sel[SLC_POS];
+    int cur[SLC_POS];
+    uint64_t *bits;  // union bitmap over the Ns blocks
+    int nw, w;       // words, cursor word
+    uint64_t word;   // bits of the cursor word not yet visited
+} SlcUnion;
+
+static void slc_union_init(SlcUnion *u, uint64_t *bits, const int32_t *idx, int b, int g, int t0,
+                           int nt, const NsaShape *s) {
     const int n = s->slc_topn, Ns = nsa_n_slc(s);
-    c->s = s, c->tl = tl, c->u = u, c->nu = 0, c->ui = 0;
-    for (int r = 0; r < tl->n; r++) {
-        c->sel[r] = idx + (((size_t)b * s->T + tl->t[r]) * s->G + g) * n;
-        c->cur[r] = 0;
-        if (r > 0 && tl->t[r] == tl->t[r - 1]) continue;  // same position, same selection
-        for (int i = 0; i < n; i++) {  // insert into the sorted union, skipping duplicates
-            int j = c->sel[r][i], pos = c->nu;
-            if (j < 0 || j * s->slc_block > tl->t[r]) continue;
+    u->bits = bits, u->nw = (Ns + 63) / 64, u->w = 0;
+    for (int i = 0; i < u->nw; i++) bits[i] = 0;
+    for (int i = 0; i < nt; i++) {
+        u->sel[i] = idx + (((size_t)b * s->T + t0 + i) * s->G + g) * n;
+        u->cur[i] = 0;
+        for (int a = 0; a < n; a++) {
+            const int j = u->sel[i][a];
+            if (j < 0 || j * s->slc_block > t0 + i) continue;  // padding, or not yet visible
             NSA_ASSERT(j < Ns);
-            while (pos > 0 && u[pos - 1] > j) pos--;
-            if (pos > 0 && u[pos - 1] == j) continue;
-            memmove(u + pos + 1, u + pos, (size_t)(c->nu - pos) * sizeof *u);
-            u[pos] = j;
-            c->nu++;
+            bits[j / 64] |= (uint64_t)1 << (j % 64);
         }
     }
-    c->k0 = c->nu > 0 ? u[0] * s->slc_block : 0;
+    u->word = bits[0];
+}
+
+// Next block of the union (ascending) and the positions that chose it; -1 when done.
+static int slc_union_next(SlcUnion *u, int *pos, int *np, int t0, int nt, const NsaShape *s) {
+    while (!u->word) {
+        if (++u->w >= u->nw) return -1;
+        u->word = u->bits[u->w];
+    }
+    const int j = u->w * 64 + __builtin_ctzll(u->word);
+    u->word &= u->word - 1;
+    const int n = s->slc_topn;
+    *np = 0;
+    for (int i = 0; i < nt; i++) {
+        const int32_t *sel = u->sel[i];
+        while (u->cur[i] < n && sel[u->cur[i]] >= 0 && sel[u->cur[i]] < j) u->cur[i]++;
+        if (u->cur[i] < n && sel[u->cur[i]] == j && j * s->slc_block <= t0 + i) pos[(*np)++] = i;
+    }
+    return j;
+}
+
+// The tile keeps its rows position-major, Xp[(i * Dh + e) * hb + h] for row r = i * hb + h:
+// a position's heads are adjacent for every e. Groups are filled position by position, so
+// when hb divides SLC_V a group is whole positions and its lanes are hb-float runs (one
+// short vector move per position and e); otherwise they are copied lane by lane.
+KERNEL runs_gather(float *restrict XT, const float *restrict Xp, const int *rr, int nr, int hb, int Dh) {
+    for (int v0 = 0; v0 < nr; v0 += hb) {
+        const float *src = Xp + (size_t)(rr[v0] / hb) * Dh * hb;
+        for (int e = 0; e < Dh; e++)
+            for (int h = 0; h < hb; h++) XT[e * SLC_V + v0 + h] = src[e * hb + h];
+    }
+}
+KERNEL runs_scatter(float *restrict Xp, const float *restrict XT, const int *rr, int nr, int hb, int Dh) {
+    for (int v0 = 0; v0 < nr; v0 += hb) {
+        float *dst = Xp + (size_t)(rr[v0] / hb) * Dh * hb;
+        for (int e = 0; e < Dh; e++)
+            for (int h = 0; h < hb; h++) dst[e * hb + h] = XT[e * SLC_V + v0 + h];
+    }
+}
+#define HB_RUNS(hb, call)                        \
+    switch (hb) {                                \
+    case 1: { const int hb_ = 1; call; break; }  \
+    case 2: { const int hb_ = 2; call; break; }  \
+    case 4: { const int hb_ = 4; call; break; }  \
+    case 8: { const int hb_ = 8; call; break; }  \
+    default: { const int hb_ = 16; call; break; } \
+    }
+
+// XT[e][v] = the tile's element e of row rr[v] for lanes v < nr, 0 beyond.
+KERNEL group_gather(float *restrict XT, const float *restrict Xp, int hb, const int *rr, int nr, int Dh) {
+    if (SLC_V % hb == 0) {
+        HB_RUNS(hb, runs_gather(XT, Xp, rr, nr, hb_, Dh));
+    } else {
+        for (int v = 0; v < nr; v++)
+            for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb];
+    }
+    for (int e = 0; e < Dh; e++)
+        for (int v = nr; v < SLC_V; v++) XT[e * SLC_V + v] = 0.0f;
+}
+
+// The tile's element e of row rr[v] = XT[e][v] for v < nr.
+KERNEL group_scatter(float *restrict Xp, const float *restrict XT, int hb, const int *rr, int nr, int Dh) {
+    if (SLC_V % hb == 0) {
+        HB_RUNS(hb, runs_scatter(Xp, XT, rr, nr, hb_, Dh));
+    } else {
+        for (int v = 0; v < nr; v++)
+            for (int e = 0; e < Dh; e++) Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb] = XT[e * SLC_V + v];
+    }
+}
+
+// The tile's rows position-major: Xp[(i * Dh + e) * hb + h] = mul * x[row (t0 + i, h)][e]
+// for the nt positions from row0 (heads adjacent in x, positions H rows apart).
+static void tile_transpose(float *Xp, const float *x, size_t row0, int H, int nt, int hb, int Dh,
+                           float mul) {
+    for (int i = 0; i < nt; i++) {
+        const float *xi = x + (row0 + (size_t)i * H) * Dh;
+        float *di = Xp + (size_t)i * Dh * hb;
+        for (int h = 0; h < hb; h++)
+            for (int e = 0; e < Dh; e++) di[e * hb + h] = xi[h * Dh + e] * mul;
+    }
+}
+
+// S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks): four keys per pass
+// sharing the XT loads.
+KERNEL group_dot(float *restrict S, const float *restrict XT, const float *restrict k, size_t ks, int nk,
+                 int Dh) {
+    for (int j = 0; j < nk; j += 4) {
+        const float *k0 = k + (size_t)j * ks, *k1 = k + (size_t)nsa_imin(j + 1, nk - 1) * ks;
+        const float *k2 = k + (size_t)nsa_imin(j + 2, nk - 1) * ks, *k3 = k + (size_t)nsa_imin(j + 3, nk - 1) * ks;
+        float a0[SLC_V] = {0}, a1[SLC_V] = {0}, a2[SLC_V] = {0}, a3[SLC_V] = {0};
+        for (int e = 0; e < Dh; e++) {
+            const float *xe = XT + e * SLC_V;
+#pragma omp simd
+            for (int v = 0; v < SLC_V; v++) {
+                a0[v] = fmaf(xe[v], k0[e], a0[v]);
+                a1[v] = fmaf(xe[v], k1[e], a1[v]);
+                a2[v] = fmaf(xe[v], k2[e], a2[v]);
+                a3[v] = fmaf(xe[v], k3[e], a3[v]);
+            }
+        }
+        for (int v = 0; v < SLC_V; v++) {
+            S[j * SLC_V + v] = a0[v];
+            if (j + 1 < nk) S[(j + 1) * SLC_V + v] = a1[v];
+            if (j + 2 < nk) S[(j + 2) * SLC_V + v] = a2[v];
+            if (j + 3 < nk) S[(j + 3) * SLC_V + v] = a3[v];
+        }
+    }
+}
+
+// AccT[e][v] += Σ_s W[s][v] x_s[e] over keys s < nk in order, four e per pass sharing W.
+KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *restrict x, size_t ks, int nk,
+                  int Dh) {
+    for (int e = 0; e < Dh; e += 4) {
+        const int e1 = nsa_imin(e + 1, Dh - 1), e2 = nsa_imin(e + 2, Dh - 1), e3 = nsa_imin(e + 3, Dh - 1);
+        float a0[SLC_V], a1[SLC_V], a2[SLC_V], a3[SLC_V];
+        for (int v = 0; v < SLC_V; v++)
+            a0[v] = AccT[e * SLC_V + v], a1[v] = AccT[e1 * SLC_V + v], a2[v] = AccT[e2 * SLC_V + v],
+            a3[v] = AccT[e3 * SLC_V + v];
+        for (int s = 0; s < nk; s++) {
+            const float *ws = W + s * SLC_V, *xs = x + (size_t)s * ks;
+#pragma omp simd
+            for (int v = 0; v < SLC_V; v++) {
+                a0[v] = fmaf(ws[v], xs[e], a0[v]);
+                a1[v] = fmaf(ws[v], xs[e1], a1[v]);
+                a2[v] = fmaf(ws[v], xs[e2], a2[v]);
+                a3[v] = fmaf(ws[v], xs[e3], a3[v]);
+            }
+        }
+        // e1..e3 clamp to Dh - 1 near the end: write the highest first so a0 wins at e.
+        for (int v = 0; v < SLC_V; v++) AccT[e3 * SLC_V + v] = a3[v];
+        for (int v = 0; v < SLC_V; v++) AccT[e2 * SLC_V + v] = a2[v];
+        for (int v = 0; v < SLC_V; v++) AccT[e1 * SLC_V + v] = a1[v];
+        for (int v = 0; v < SLC_V; v++) AccT[e * SLC_V + v] = a0[v];
+    }
+}
+
+// One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): the
+// online-softmax step per chunk of keys; the tile holds QTt (scaled q) and the state m, l,
+// OTt, position-major (see runs_gather).
+KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, const float *restrict QTt,
+                     int hb, const float *restrict k, const float *restrict v, size_t ks, const int *rr,
+                     const int *t, int nr, int blo, int bhi, int Dh) {
+    float QT[Dh * SLC_V], OT[Dh * SLC_V], S[SLC_KEYS * SLC_V];
+    float mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
+    int tv[SLC_V], tmax = -1, tmin = t[0];
+    group_gather(QT, QTt, hb, rr, nr, Dh);
+    group_gather(OT, OTt, hb, rr, nr, Dh);
+    for (int x = 1; x < nr; x++) tmin = t[x] < tmin ? t[x] : tmin;
+    for (int x = 0; x < SLC_V; x++) {
+        const int in = x < nr;
+        tv[x] = in ? t[x] : -1;
+        mv[x] = in ? m[rr[x]] : -INFINITY, lv[x] = in ? l[rr[x]] : 0.0f;
+        tmax = tv[x] > tmax ? tv[x] : tmax;
+    }
+    const int kend = nsa_imin(bhi, tmax + 1);
+    for (int s0 = blo; s0 < kend; s0 += SLC_KEYS) {
+        const int nk = nsa_imin(SLC_KEYS, kend - s0);
+        group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh);
+        for (int x = 0; x < SLC_V; x++) mx[x] = mv[x];
+        // Mask only where the causal edge runs through the chunk; padding lanes (zero
+        // queries, never written back) may then see keys, harmlessly.
+        if (s0 + nk - 1 > tmin) {
+            for (int j = 0; j < nk; j++) {
+                const int sj = s0 + j;
+#pragma omp simd
+                for (int x = 0; x < SLC_V; x++) {
+                    const float y = S[j * SLC_V + x];
+                    S[j * SLC_V + x] = sj <= tv[x] ? y : -INFINITY;
+                }
+            }
+        }
+        for (int j = 0; j < nk; j++)
+#pragma omp simd
+            for (int x = 0; x < SLC_V; x++) mx[x] = S[j * SLC_V + x] > mx[x] ? S[j * SLC_V + x] : mx[x];
+#pragma omp simd
+        for (int x = 0; x < SLC_V; x++) {
+            base[x] = mx[x] == -INFINITY ? 0.0f : mx[x];
+            corr[x] = attn_expf(mv[x] - base[x]);
+            sum[x] = 0.0f;
+        }
+        for (int j = 0; j < nk; j++) {
+#pragma omp simd
+            for (int x = 0; x < SLC_V; x++) {
+                float p = attn_expf(S[j * SLC_V + x] - base[x]);
+                S[j * SLC_V + x] = p;
+                sum[x] += p;
+            }
+        }
+        for (int x = 0; x < SLC_V; x++) lv[x] = lv[x] * corr[x] + sum[x], mv[x] = mx[x];
+        for (int e = 0; e < Dh; e++)
+#pragma omp simd
+            for (int x = 0; x < SLC_V; x++) OT[e * SLC_V + x] *= corr[x];
+        group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh);
+    }
+    for (int x = 0; x < nr; x++) m[rr[x]] = mv[x], l[rr[x]] = lv[x];
+    group_scatter(OTt, OT, hb, rr, nr, Dh);
+}
+
+// dQ += Σ_s ds_s k_s (unscaled) over block [blo, bhi) for a group, as group_forward; the
+// tile holds QTt, dOTt and dQTt position-major, lse and D per row.
+KERNEL group_backward_dq(float *restrict dQTt, const float *restrict QTt, const float *restrict dOTt,
+                         const float *restrict lser, const float *restrict Dr, int hb,
+                         const float *restrict k, const float *restrict v, size_t ks, const int *rr,
+                         const int *t, int nr, int blo, int bhi, int Dh) {
+    float QT[Dh * SLC_V], dOT[Dh * SLC_V], dQT[Dh * SLC_V], S[SLC_KEYS * SLC_V], dP[SLC_KEYS * SLC_V];
+    float lv[SLC_V], Dv[SLC_V];
+    int tv[SLC_V], tmax = -1;
+    group_gather(QT, QTt, hb, rr, nr, Dh);
+    group_gather(dOT, dOTt, hb, rr, nr, Dh);
+    group_gather(dQT, dQTt, hb, rr, nr, Dh);
+    for (int x = 0; x < SLC_V; x++) {
+        const int in = x < nr;
+        tv[x] = in ? t[x] : -1;
+        lv[x] = in ? lser[rr[x]] : 0.0f, Dv[x] = in ? Dr[rr[x]] : 0.0f;
+        tmax = tv[x] > tmax ? tv[x] : tmax;
+    }
+    const int kend = nsa_imin(bhi, tmax + 1);
+    for (int s0 = blo; s0 < kend; s0 += SLC_KEYS) {
+        const int nk = nsa_imin(SLC_KEYS, kend - s0);
+        group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh);
+        group_dot(dP, dOT, v + (size_t)s0 * ks, ks, nk, Dh);
+        for (int j = 0; j < nk; j++) {
+            const int sj = s0 + j;
+#pragma omp simd
+            for (int x = 0; x < SLC_V; x++) {
+                const float ds = attn_expf(S[j * SLC_V + x] - lv[x]) * (dP[j * SLC_V + x] - Dv[x]);
+                dP[j * SLC_V + x] = sj <= tv[x] ? ds : 0.0f;
+            }
+        }
+        group_axpy(dQT, dP, k + (size_t)s0 * ks, ks, nk, Dh);
+    }
+    group_scatter(dQTt, dQT, hb, rr, nr, Dh);
+}
+
+// Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
+// Rows are r = i * hb + h for position t0 + i and head h0 + h.
+#define SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb, BODY)                                        \
+    do {                                                                                         \
+        const int nw_ = (nsa_n_slc(s) + 63) / 64;                                                \
+        uint64_t bits_[nw_];                                                                     \
+        SlcUnion u_;                                                                             \
+        int pos_[SLC_POS], np_, j_;                                                              \
+        slc_union_init(&u_, bits_, idx, b, g, t0, nt, s);                                        \
+        while ((j_ = slc_union_next(&u_, pos_, &np_, t0, nt, s)) >= 0) {                         \
+            const int blo = j_ * (s)->slc_block, bhi = nsa_imin(blo + (s)->slc_block, (s)->T);   \
+            int rr[SLC_V], tt[SLC_V], nr = 0;                                                    \
+            for (int pi_ = 0; pi_ < np_; pi_++)                                                  \
+                for (int h_ = 0; h_ < (hb); h_++) {                                              \
+                    const int i_ = pos_[pi_];                                                    \
+                    rr[nr] = i_ * (hb) + h_, tt[nr] = (t0) + i_;                                 \
+                    if (++nr == SLC_V || (pi_ == np_ - 1 && h_ == (hb) - 1)) {                   \
+                        BODY;                                                                    \
+                        nr = 0;                                                                  \
+                    }                                                                            \
+                }                                                                                \
+        }                                                                                        \
+    } while (0)
+
+static void slc_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
+                             const int32_t *idx, int b, int g, int t0, int nt, int h0, int hb,
+                             const NsaShape *s) {
+    const int Dh = s->Dh, rows = nt * hb;
+    const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
+    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
+    float QTt[(size_t)rows * Dh], OTt[(size_t)rows * Dh], m[rows], l[rows];
+    tile_transpose(QTt, q, row0, s->H, nt, hb, Dh, 1.0f / sqrtf((float)Dh));
+    for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
+    for (size_t i = 0; i < (size_t)rows * Dh; i++) OTt[i] = 0.0f;
+    SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
+                   DISPATCH_DH(Dh, group_forward(OTt, m, l, QTt, hb, k + kvoff, v + kvoff, ks, rr, tt, nr,
+                                                 blo, bhi, Dh_)));
+    for (int r = 0; r < rows; r++) {
+        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        const float *src = OTt + (size_t)(r / hb) * Dh * hb + r % hb;
+        for (int e = 0; e < Dh; e++) o[row * Dh + e] = src[e * hb] * inv;
+        lse[row] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+    }
+}
+
+static void slc_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
+                                 const float *D, const float *k, const float *v, const int32_t *idx, int b,
+                                 int g, int t0, int nt, int h0, int hb, const NsaShape *s) {
+    const int Dh = s->Dh, rows = nt * hb;
+    const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
+    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    float QTt[(size_t)rows * Dh], dOTt[(size_t)rows * Dh], dQTt[(size_t)rows * Dh], lser[rows], Dr[rows];
+    tile_transpose(QTt, q, row0, s->H, nt, hb, Dh, scale);
+    tile_transpose(dOTt, dout, row0, s->H, nt, hb, Dh, 1.0f);
+    for (int r = 0; r < rows; r++) {
+        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
+        lser[r] = lse[row] != -INFINITY ? lse[row] : 0.0f, Dr[r] = D[row];
+    }
+    for (size_t i = 0; i < (size_t)rows * Dh; i++) dQTt[i] = 0.0f;
+    SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
+                   DISPATCH_DH(Dh, group_backward_dq(dQTt, QTt, dOTt, lser, Dr, hb, k + kvoff, v + kvoff, ks,
+                                                     rr, tt, nr, blo, bhi, Dh_)));
+    for (int r = 0; r < rows; r++) {
+        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
+        const float *src = dQTt + (size_t)(r / hb) * Dh * hb + r % hb;
+        for (int e = 0; e < Dh; e++) dq[row * Dh + e] += scale * src[e * hb];
+    }
 }
 
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s) {
-    const int T = s->T, G = s->G, Dh = s->Dh;
-    const size_t ks = (size_t)G * Dh;
-    const AttnGrid gr = attn_grid(s->B, T, s->H, G);
-    const long tasks = attn_grid_tasks(&gr);
+    const SlcGrid gr = slc_grid(s);
+    const long tasks = (long)s->B * s->G * gr.nhc * gr.nqp;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < tasks; task++) {
-        AttnTile tl;
-        SlcChunks c;
-        int b, g;
-        int32_t u[gr.qb * s->slc_topn];
-        attn_grid_tile(&tl, &b, &g, task, &gr);
-        slc_chunks_init(&c, u, &tl, idx, b, g, s);
-        size_t kvoff = ((size_t)b * T * G + g) * Dh;
-        attn_tile_forward(o, lse, q, k + kvoff, v + kvoff, ks, &tl, slc_chunks_next, &c, Dh);
+        int b, g, t0, nt, h0, hb;
+        slc_task(&b, &g, &t0, &nt, &h0, &hb, task, &gr, s);
+        slc_tile_forward(o, lse, q, k, v, idx, b, g, t0, nt, h0, hb, s);
     }
 }
 
@@ -105,19 +428,13 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
     int32_t *ents = (int32_t *)((char *)work + slc_ent_bytes(s));
     attn_rowdot(D, dout, o, (size_t)s->B * T * H, Dh);
 
-    const AttnGrid gr = attn_grid(s->B, T, H, G);
-    const long qtasks = attn_grid_tasks(&gr);
+    const SlcGrid sg = slc_grid(s);
+    const long qtasks = (long)s->B * G * sg.nhc * sg.nqp;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < qtasks; task++) {
-        AttnTile tl;
-        SlcChunks c;
-        int b, g;
-        int32_t u[gr.qb * n];
-        attn_grid_tile(&tl, &b, &g, task, &gr);
-        slc_chunks_init(&c, u, &tl, idx, b, g, s);
-        size_t kvoff = ((size_t)b * T * G + g) * Dh;
-        attn_tile_backward_dq(dq, dout, q, lse, D, k + kvoff, v + kvoff, ks, &tl, slc_chunks_next,
-                              &c, Dh);
+        int b, g, t0, nt, h0, hb;
+        slc_task(&b, &g, &t0, &nt, &h0, &hb, task, &sg, s);
+        slc_tile_backward_dq(dq, dout, q, lse, D, k, v, idx, b, g, t0, nt, h0, hb, s);
     }
 
     // Inverse index per (b, g): count, prefix-sum, fill in ascending t (off[j] is the fill
@@ -148,6 +465,7 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
     // Key-parallel: task (j, b, g) owns dk/dv rows of block j of KV head g; its queries come
     // from the inverse index in ascending t, in tiles of qb positions times the group's heads.
     // Early blocks are selected most (block 0 by every query): they go first.
+    const AttnGrid gr = attn_grid(s->B, T, H, G);
     const int hb = gr.hb, qb = gr.qb;
     const long tasks = (long)s->B * G * Ns;
 #pragma omp parallel for schedule(dynamic, 1)

@@ -6,10 +6,10 @@
 
 // Query (b,t,h) attends to the tokens of blocks idx[b,t,h/(H/G),:] (ascending, -1 padding)
 // with position <= t. Safe packing: K/V are read in place through the index, never copied
-// per query. Forward and dQ run on query tiles (16 consecutive positions x 4 heads for
-// H/G = 4) over the union of the tile's selected blocks, each row masked to its own blocks;
-// the cost per tile is that union (<= min(t/l' + 1, positions * n) blocks), ~n blocks when
-// neighbouring queries select alike, all candidates when they share nothing.
+// per query. Forward and dQ run on tiles of up to 64 consecutive positions x the group's
+// heads: each block of the tile's union is read once for the rows whose position chose it,
+// packed 16 rows to a vector, so the work is the selected tokens (rounded up to 16 rows per
+// block and tile), however much neighbouring positions' choices differ.
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s);
 size_t nsa_slc_attn_backward_work_bytes(const NsaShape *s);

@@ -207,9 +207,8 @@ static Tensor *nsa_attention(Graph *g, const LayerArgs *a, Tensor *xn, Tensor *q
     }
     Tensor *kc = compress(g, k[0], L->k_proj, L->k_out, L->k_pe, c->cmp_fn, &s);
     Tensor *vc = compress(g, v[0], L->v_proj, L->v_out, L->v_pe, c->cmp_fn, &s);
-    const float *lse;
-    Tensor *o_cmp = op_cmp_attn(g, q, kc, vc, &s, &lse);
-    int32_t *idx = op_select(g, q, kc, lse, &s);
+    int32_t *idx;
+    Tensor *o_cmp = op_cmp_attn(g, q, kc, vc, &s, &idx);
     if (a->sel) *a->sel = idx;
     Tensor *o_slc = op_slc_attn(g, q, k[1], v[1], idx, &s, a->materialise);
     Tensor *o_win = op_attention(g, q, k[2], v[2], B, T, H, G, dh, (int)c->window);

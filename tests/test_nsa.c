@@ -21,12 +21,13 @@ Test(nsa, deterministic_across_threads) {
     float *q = kref_randn(&r, nq, 1.0f), *k = kref_randn(&r, nk, 1.0f), *v = kref_randn(&r, nk, 1.0f);
     float *pe = kref_randn(&r, (size_t)l * Dh, 1.0f), *dout = kref_randn(&r, nq, 1.0f);
     float *dblocks = kref_randn(&r, nb, 1.0f), *dmean = kref_randn(&r, nc, 1.0f);
-    enum { BLK, DXG, DPE, KC, VC, DXM, OC, LC, DQC, DKC, DVC, OS, LS, DQS, DKS, DVS, NOUT };
+    enum { BLK, DXG, DPE, KC, VC, DXM, OC, LC, DQC, DKC, DVC, OS, LS, DQS, DKS, DVS, OF, LF, NOUT };
     const size_t sizes[NOUT] = {nb, nk, (size_t)l * Dh, nc, nc, nk, nq, nl, nq, nc, nc,
-                                nq, nl, nq, nk, nk};
+                                nq, nl, nq, nk, nk, nq, nl};
     float *out[2][NOUT];
-    int32_t *idx[2];
+    int32_t *idx[2], *idxf[2];
     size_t wb = nsa_select_work_bytes(&s);
+    if (nsa_cmp_select_work_bytes(&s) > wb) wb = nsa_cmp_select_work_bytes(&s);
     if (nsa_cmp_attn_backward_work_bytes(&s) > wb) wb = nsa_cmp_attn_backward_work_bytes(&s);
     if (nsa_slc_attn_backward_work_bytes(&s) > wb) wb = nsa_slc_attn_backward_work_bytes(&s);
     void *work = nsa_malloc(wb);
@@ -43,6 +44,8 @@ Test(nsa, deterministic_across_threads) {
         nsa_cmp_attn_forward(x[OC], x[LC], q, x[KC], x[VC], &s);
         nsa_cmp_attn_backward(x[DQC], x[DKC], x[DVC], dout, q, x[KC], x[VC], x[OC], x[LC], work, &s);
         nsa_select(idx[run], q, x[KC], x[LC], work, &s);
+        idxf[run] = nsa_malloc(ni * sizeof(int32_t));
+        nsa_cmp_attn_select_forward(x[OF], x[LF], idxf[run], q, x[KC], x[VC], work, &s);
         nsa_slc_attn_forward(x[OS], x[LS], q, k, v, idx[run], &s);
         nsa_slc_attn_backward(x[DQS], x[DKS], x[DVS], dout, q, k, v, x[OS], x[LS], idx[run], work, &s);
     }
@@ -52,6 +55,8 @@ Test(nsa, deterministic_across_threads) {
         free(out[0][a]), free(out[1][a]);
     }
     cr_expect(memcmp(idx[0], idx[1], ni * sizeof(int32_t)) == 0, "selection differs");
+    cr_expect(memcmp(idxf[0], idxf[1], ni * sizeof(int32_t)) == 0, "fused selection differs");
+    free(idxf[0]), free(idxf[1]);
     free(idx[0]), free(idx[1]), free(q), free(k), free(v), free(pe), free(dout), free(dblocks);
     free(dmean), free(work);
 }

@@ -98,6 +98,18 @@ static void check_select_case(NsaShape s, uint64_t seed) {
     void *work = nsa_malloc(nsa_select_work_bytes(&s));
     nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
     nsa_select(idx, q, kc, lse, work, &s);
+    // The fused kernel (compressed forward + selection in one pass) against the two separate
+    // ones: the same arithmetic, so identical bits and indices.
+    {
+        float *o2 = kref_zeros(nq), *lse2 = kref_zeros((size_t)B * T * H);
+        int32_t *idx2 = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t));
+        void *w2 = nsa_malloc(nsa_cmp_select_work_bytes(&s));
+        nsa_cmp_attn_select_forward(o2, lse2, idx2, q, kc, vc, w2, &s);
+        cr_expect(memcmp(o, o2, nq * sizeof(float)) == 0, "fused: o differs");
+        cr_expect(memcmp(lse, lse2, (size_t)B * T * H * sizeof(float)) == 0, "fused: lse differs");
+        cr_expect(memcmp(idx, idx2, (size_t)B * T * G * n * sizeof(int32_t)) == 0, "fused: idx differs");
+        free(o2), free(lse2), free(idx2), free(w2);
+    }
     int *want = nsa_malloc((size_t)n * sizeof(int));
     long rows = 0, clear_rows = 0, bad = 0;
     for (int b = 0; b < B; b++)
@@ -142,6 +154,7 @@ Test(nsa_select, matches_naive) {
     check_select_case(kref_nsa_shape(1, 100, 4, 2, 16, 16, 8, 16, 2), 35);  // n = 2
     check_select_case(kref_nsa_shape(1, 77, 2, 2, 16, 8, 8, 8, 4), 36);     // l = d = l'
     check_select_case(kref_nsa_shape(1, 10, 2, 1, 16, 16, 4, 4, 2), 37);    // T < l: all scores 0
+    check_select_case(kref_nsa_shape(1, 90, 130, 2, 8, 16, 8, 16, 4), 38);  // r = 65: two head chunks
 }
 
 Test(nsa_select, forced_and_ties) {

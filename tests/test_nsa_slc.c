@@ -119,6 +119,9 @@ Test(nsa_slc, index_vs_ref_and_double) {
     check_slc_case(kref_nsa_shape(1, 300, 2, 1, 16, 16, 8, 128, 3), 46, 0); // l' = 128: 2 chunks/block
     check_slc_case(kref_nsa_shape(1, 90, 4, 2, 5, 16, 8, 16, 3), 47, 0);    // odd head size
     check_slc_case(kref_nsa_shape(2, 160, 4, 2, 32, 16, 8, 16, 5), 45, 1);  // idx from nsa_select
+    check_slc_case(kref_nsa_shape(1, 150, 6, 2, 16, 16, 8, 16, 3), 48, 0);  // r = 3: lanes one by one
+    check_slc_case(kref_nsa_shape(1, 90, 10, 2, 8, 16, 8, 16, 4), 49, 0);   // r = 5: positions split over groups
+    check_slc_case(kref_nsa_shape(1, 40, 32, 1, 8, 16, 8, 16, 3), 50, 0);   // r = 32 > one vector of rows
 }
 
 Test(nsa_slc, backward_work_does_not_materialise) {
