@@ -21,10 +21,11 @@ static const Command commands[] = {
     {"eval", "--ckpt FILE --data data.h5 [--windows N] [--quant q4_k]   validation loss, float32 vs Q4_K",
      cmd_eval},
     {"quantize", "--ckpt FILE --out FILE.q4k.h5   quantize a checkpoint to Q4_K (ggml's bytes)", cmd_quantize},
-    {"generate", "--ckpt FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed N]", cmd_generate},
+    {"generate", "--ckpt FILE (--prompt TEXT | --prompts FILE) [--batch N] [--quant q4_k]   KV-cache decoding",
+     cmd_generate},
     {"trace", "--ckpt FILE --data data.h5 --out trace.h5    logits, loss, grads, selection", cmd_trace},
     {"hangcheck", "[--layers 1,12] [--seq 128,512,1024,2048] [--timeout SEC] [--json FILE]", cmd_hangcheck},
-    {"bench", "[kernels|q4k]   long kernel measurements (never part of make test)", cmd_bench},
+    {"bench", "[kernels|q4k|decode|attn]   long kernel measurements (never part of make test)", cmd_bench},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
