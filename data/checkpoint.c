@@ -1,6 +1,7 @@
 // checkpoint.c: see checkpoint.h.
 #include "data/checkpoint.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@ static int write_config(hid_t f, const Config *c) {
 }
 
 static int write_tensors(hid_t f, const char *group, const Model *m, const float *base) {
-    hid_t g = H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = h5_group(f, group);
     if (g < 0) return NSA_ERR;
     int rc = NSA_OK;
     for (int i = 0; i < m->n_params && rc == NSA_OK; i++) {
@@ -43,8 +44,9 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
     if (rc == NSA_OK) rc = write_tensors(f, "params", m, m->data);
     if (rc == NSA_OK && adam_m && adam_v) {
         hid_t g = h5_group(f, "optim");
-        H5Gclose(g);
-        rc = write_tensors(f, "optim/m", m, adam_m);
+        rc = g < 0 ? NSA_ERR : NSA_OK;
+        if (g >= 0) H5Gclose(g);
+        if (rc == NSA_OK) rc = write_tensors(f, "optim/m", m, adam_m);
         if (rc == NSA_OK) rc = write_tensors(f, "optim/v", m, adam_v);
     }
     if (rc == NSA_OK && st) {
@@ -58,7 +60,6 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
     }
     if (rc != NSA_OK) {
         h5_abort(f, &a);
-        nsa_error("cannot write checkpoint %s", path);
         return NSA_ERR;
     }
     return h5_commit(f, &a);
@@ -83,8 +84,7 @@ static int read_config_group(hid_t f, Config *c, const char *path) {
             nsa_error("%s: /config lacks model key %s", path, k->name);
             rc = NSA_ERR;
         } else if (r < 0) {
-            nsa_error("%s: /config attribute %s has the wrong type", path, k->name);
-            rc = NSA_ERR;
+            rc = NSA_ERR;  // h5_read_attr_* named the file, the attribute and the problem
         }
     }
     H5Gclose(g);
@@ -105,7 +105,7 @@ int ckpt_read_config(const char *path, Config *cfg) {
 
 typedef struct {
     const Model *m;
-    const char *path;
+    const char *path, *group;
     int bad;
 } ExtraCheck;
 
@@ -113,8 +113,8 @@ static herr_t check_known(hid_t g, const char *name, const H5L_info_t *info, voi
     (void)g, (void)info;
     ExtraCheck *e = op;
     if (!model_param((Model *)e->m, name)) {
-        nsa_error("%s: /params/%s is not a parameter of this config (config and weights disagree)",
-                  e->path, name);
+        nsa_error("%s: /%s/%s is not a parameter of this config (config and weights disagree)", e->path,
+                  e->group, name);
         e->bad = 1;
         return 1;
     }
@@ -135,12 +135,30 @@ static int read_tensors(hid_t f, const char *group, const Model *m, float *base,
         rc = h5_read_f32(g, p->name, base + (p->t.data - m->data), p->t.ndim, p->t.shape, what);
     }
     if (rc == NSA_OK) {
-        ExtraCheck e = {m, path, 0};
+        ExtraCheck e = {m, path, group, 0};
         H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, check_known, &e);
         if (e.bad) rc = NSA_ERR;
     }
     H5Gclose(g);
     return rc;
+}
+
+// The first parameter of `base` (params, or an AdamW moment) holding a value that is not
+// finite, or (nonneg) negative; one error line naming it. A NaN weight would make every
+// answer NaN, which generate once printed as NUL bytes with exit status 0.
+static int check_values(const Model *m, const float *base, const char *group, int nonneg, const char *path) {
+    for (int i = 0; i < m->n_params; i++) {
+        const Param *p = &m->params[i];
+        const float *x = base + (p->t.data - m->data);
+        int64_t n = p->t.ndim == 2 ? p->t.shape[0] * p->t.shape[1] : p->t.shape[0];
+        for (int64_t j = 0; j < n; j++)
+            if (!isfinite(x[j]) || (nonneg && x[j] < 0)) {
+                nsa_error("%s: /%s/%s[%lld] is %g: the checkpoint is diverged or corrupt", path, group, p->name,
+                          (long long)j, (double)x[j]);
+                return NSA_ERR;
+            }
+    }
+    return NSA_OK;
 }
 
 int ckpt_load(const char *path, Model *m) {
@@ -159,32 +177,55 @@ int ckpt_load(const char *path, Model *m) {
     if (rc == NSA_OK) {
         model_create(m, &c);
         rc = read_tensors(f, "params", m, m->data, path);
+        if (rc == NSA_OK) rc = check_values(m, m->data, "params", 0, path);
         if (rc != NSA_OK) model_free(m);
     }
     H5Fclose(f);
     return rc;
 }
 
+// /state: the four attributes, each of its exact type and shape, counts non-negative and
+// the generator's state not all zero (xoshiro256** would then draw only zeros).
+static int read_state(hid_t f, TrainState *st, const char *path) {
+    memset(st, 0, sizeof *st);
+    hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
+    if (g < 0) {
+        nsa_error("%s: cannot open /state (corrupt file?)", path);
+        return NSA_ERR;
+    }
+    const char *names[3] = {"step", "data_position", "tokens_seen"};
+    int64_t *vals[3] = {&st->step, &st->data_position, &st->tokens_seen};
+    int rc = NSA_OK;
+    for (int i = 0; i < 3 && rc == NSA_OK; i++) {
+        int r = h5_read_attr_i64(g, names[i], vals[i]);
+        if (r == 1) nsa_error("%s: /state lacks attribute %s", path, names[i]);
+        else if (r == 0 && *vals[i] < 0) nsa_error("%s: /state attribute %s is negative (%lld)", path, names[i],
+                                                   (long long)*vals[i]);
+        rc = r == 0 && *vals[i] >= 0 ? NSA_OK : NSA_ERR;
+    }
+    if (rc == NSA_OK) {
+        int r = h5_read_attr_u64_array(g, "rng", st->rng, 4);
+        if (r == 1) nsa_error("%s: /state lacks attribute rng (4 x uint64)", path);
+        else if (r == 0 && !(st->rng[0] | st->rng[1] | st->rng[2] | st->rng[3]))
+            nsa_error("%s: /state attribute rng is all zero (not a generator state)", path), r = -1;
+        rc = r == 0 ? NSA_OK : NSA_ERR;
+    }
+    H5Gclose(g);
+    return rc;
+}
+
 int ckpt_load_train(const char *path, const Model *m, float *adam_m, float *adam_v, TrainState *st) {
     hid_t f = h5_open_read(path);
     if (f < 0) return NSA_ERR;
-    int rc = NSA_OK;
     if (!h5_exists(f, "optim") || !h5_exists(f, "state")) {
         H5Fclose(f);
         return 1;
     }
-    rc = read_tensors(f, "optim/m", m, adam_m, path);
+    int rc = read_tensors(f, "optim/m", m, adam_m, path);
     if (rc == NSA_OK) rc = read_tensors(f, "optim/v", m, adam_v, path);
-    if (rc == NSA_OK) {
-        hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
-        memset(st, 0, sizeof *st);
-        if (h5_read_attr_i64(g, "step", &st->step) || h5_read_attr_i64(g, "data_position", &st->data_position) ||
-            h5_read_attr_i64(g, "tokens_seen", &st->tokens_seen) || h5_read_attr_u64_array(g, "rng", st->rng, 4)) {
-            nsa_error("%s: /state lacks step, data_position, tokens_seen or rng[4]", path);
-            rc = NSA_ERR;
-        }
-        H5Gclose(g);
-    }
+    if (rc == NSA_OK) rc = check_values(m, adam_m, "optim/m", 0, path);
+    if (rc == NSA_OK) rc = check_values(m, adam_v, "optim/v", 1, path);  // a mean of squares
+    if (rc == NSA_OK) rc = read_state(f, st, path);
     H5Fclose(f);
     return rc;
 }

@@ -26,9 +26,12 @@ int eval_run(const EvalOpts *o, EvalResult *r) {
     int rc = NSA_ERR;
     int T = (int)m.cfg.seq_len;
     // The windows of training's periodic evaluation: eval_batches batches of batch_size.
-    int W = o->batches ? (int)o->batches * (int)m.cfg.batch_size
-                       : (int)((m.cfg.eval_batches > 0 ? m.cfg.eval_batches : 8) * m.cfg.batch_size);
-    if (d.vocab_size > m.cfg.vocab_size) {
+    int64_t batches = o->batches ? o->batches : m.cfg.eval_batches > 0 ? m.cfg.eval_batches : 8;
+    int64_t W;
+    if (nsa_mul_overflow(batches, m.cfg.batch_size, &W) || W > EVAL_MAX_WINDOWS) {
+        nsa_error("--batches: %lld batches of batch_size %lld exceed the %lld windows one evaluation may run",
+                  (long long)batches, (long long)m.cfg.batch_size, (long long)EVAL_MAX_WINDOWS);
+    } else if (d.vocab_size > m.cfg.vocab_size) {
         nsa_error("%s: vocab_size %lld is larger than the model's %lld (data and checkpoint disagree)", o->data,
                   (long long)d.vocab_size, (long long)m.cfg.vocab_size);
     } else if (d.n_val < (int64_t)T + 1) {
@@ -41,12 +44,18 @@ int eval_run(const EvalOpts *o, EvalResult *r) {
         graph_init(&g, &arena);
         int32_t *tok = nsa_malloc((size_t)T * sizeof *tok), *tgt = nsa_malloc((size_t)T * sizeof *tgt);
         double t0 = nsa_now();
-        r->loss = model_loss_windows(&m, &g, d.val, d.n_val, T, W, tok, tgt);
+        int64_t bad;
+        r->loss = model_loss_windows(&m, &g, d.val, d.n_val, T, (int)W, tok, tgt, &bad);
         r->seconds = nsa_now() - t0;
-        r->windows = W;
+        r->windows = (int)W;
         r->seq_len = T;
         r->byte_tokens = !strcmp(d.tokenizer, "bytes");
-        rc = NSA_OK;
+        // The weights were checked finite on loading: a non-finite loss is an activation
+        // that overflowed, and a number printed from it would be a silent wrong answer.
+        if (bad >= 0)
+            nsa_error("%s: the loss of the window at /val[%lld..%lld) is not finite (activations overflowed)",
+                      o->ckpt, (long long)bad, (long long)(bad + T));
+        else rc = NSA_OK;
         free(tok);
         free(tgt);
         graph_free(&g);

@@ -15,13 +15,17 @@ typedef struct {
 } EvalOpts;
 
 typedef struct {
-    double loss;               // nats/token; may be non-finite (a diverged checkpoint)
+    double loss;               // nats/token
     int windows, seq_len;
     double seconds;
     int byte_tokens;           // the dataset's tokenizer is `bytes`: nats/token = nats/byte
 } EvalResult;
 
-// NSA_ERR after an error line (unreadable files, vocabularies that disagree, too little /val).
+// The most windows one evaluation runs (batches × batch_size): 2^24, as for eval_batches.
+#define EVAL_MAX_WINDOWS ((int64_t)1 << 24)
+
+// NSA_ERR after an error line (unreadable files, vocabularies that disagree, too little /val,
+// a window whose loss is not finite).
 int eval_run(const EvalOpts *o, EvalResult *r);
 
 // Loads a checkpoint and a dataset whose ids fit its vocabulary (eval, trace); on failure

@@ -18,6 +18,15 @@ int32_t generate_next(Model *m, Graph *g, const int32_t *ids, int n, double temp
     model_forward(m, g, ids + (n - T), NULL, 1, T, &fo, &f);
     int64_t V = m->cfg.vocab_size;
     const float *z = f.logits->data + (int64_t)(T - 1) * V;
+    for (int64_t j = 0; j < V; j++)
+        if (!isfinite(z[j])) {
+            // Weights were checked finite on loading: an activation overflowed. Any token
+            // chosen from here would be noise (once: NUL bytes and exit status 0).
+            nsa_error("the logits at position %d are not finite (activations overflowed)", n - 1);
+            graph_reset(g);
+            g->record = saved_record;
+            return -1;
+        }
     int32_t best = 0;
     for (int64_t j = 1; j < V; j++)
         if (z[j] > z[best]) best = (int32_t)j;
@@ -67,9 +76,11 @@ int generate_run(const GenerateOpts *o, FILE *out) {
     rng_seed(&rng, o->seed);
     fwrite(o->prompt, 1, np, out);
     fflush(out);
-    for (int64_t n = (int64_t)np; n < n_max; n++) {
+    int rc = NSA_OK;
+    for (int64_t n = (int64_t)np; n < n_max && rc == NSA_OK; n++) {
         ids[n] = generate_next(&m, &g, ids, (int)n, o->temperature, &rng);
-        fputc(ids[n] & 0xff, out);
+        if (ids[n] < 0) rc = NSA_ERR;
+        else fputc(ids[n] & 0xff, out);
         fflush(out);
     }
     fputc('\n', out);
@@ -77,5 +88,5 @@ int generate_run(const GenerateOpts *o, FILE *out) {
     arena_free(&arena);
     free(ids);
     model_free(&m);
-    return NSA_OK;
+    return rc;
 }

@@ -19,6 +19,7 @@ typedef struct {
 
 // Next token after ids[0..n) by full recompute over the last seq_len of them: argmax at
 // temperature 0 (ties to the lower id), else a draw from softmax(logits / temperature).
+// -1 after an error line if the logits are not finite.
 int32_t generate_next(Model *m, Graph *g, const int32_t *ids, int n, double temperature, Rng *rng);
 
 // Writes the prompt, then each new byte as it comes, then a newline, to out.

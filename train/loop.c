@@ -84,16 +84,24 @@ static int train_loop(Trainer *t, TrainLog *log, const TrainOpts *o) {
 }
 
 int train_run(const Config *c, const TrainOpts *o) {
+    // The lock comes before anything is written into the directory (and before its
+    // temporaries are judged abandoned): two trainers would interleave their files.
+    if (rundir_create(c->run_dir) != NSA_OK) return NSA_ERR;
+    int lock = rundir_lock(c->run_dir);
+    if (lock < 0) return NSA_ERR;
     if (!o->resume_ckpt && rundir_has_ckpts(c->run_dir)) {
         nsa_error("%s already holds checkpoints: continue it with --resume %s, or pick another --name", c->run_dir,
                   c->run_dir);
+        rundir_unlock(lock);
         return NSA_ERR;
     }
     Trainer t;
-    if (trainer_init(&t, c, o->resume_ckpt) != NSA_OK) return NSA_ERR;
+    if (trainer_init(&t, c, o->resume_ckpt) != NSA_OK) {
+        rundir_unlock(lock);
+        return NSA_ERR;
+    }
     TrainLog log = {0};
     int rc = NSA_ERR;
-    if (rundir_create(c->run_dir) != NSA_OK) goto done;
     rundir_remove_tmp(c->run_dir);
     if (rundir_write_config(c->run_dir, &t.cfg) != NSA_OK) goto done;
     if (o->resume_ckpt && trainlog_truncate(t.log_path, t.st.step) != NSA_OK) goto done;
@@ -109,5 +117,6 @@ int train_run(const Config *c, const TrainOpts *o) {
 done:
     if (log.f && trainlog_close(&log) != NSA_OK) rc = NSA_ERR;
     trainer_free(&t);
+    rundir_unlock(lock);
     return rc;
 }

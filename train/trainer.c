@@ -219,7 +219,7 @@ double trainer_eval(Trainer *t) {
     const Config *c = &t->cfg;
     int W = (int)(c->eval_batches * c->batch_size);
     double loss = model_loss_windows(&t->model, &t->eval_graph, t->data.val, t->data.n_val, (int)c->seq_len,
-                            W > 0 ? W : 1, t->tokens, t->targets);
+                            W > 0 ? W : 1, t->tokens, t->targets, NULL);
     watch_phase(&t->watch, WATCH_IDLE);
     return loss;
 }
