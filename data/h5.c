@@ -105,10 +105,14 @@ int h5_attr_f64(hid_t loc, const char *name, double v) {
 }
 
 int h5_attr_str(hid_t loc, const char *name, const char *v) {
+    // Fixed-length, so the bytes live in the attribute message under the object header's
+    // checksum; a variable-length string lives in the global heap, which has none (and
+    // whose corrupt lengths crash libhdf5 1.10).
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_size(t, strlen(v) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    int rc = write_attr(loc, name, t, H5Screate(H5S_SCALAR), &v);
+    int rc = write_attr(loc, name, t, H5Screate(H5S_SCALAR), v);
     H5Tclose(t);
     return rc;
 }
@@ -472,10 +476,12 @@ int h5_read_attr_u64_array(hid_t loc, const char *name, uint64_t *v, int n) {
 hid_t h5_create(AtomicFile *a, const char *path) {
     h5_quiet();
     if (atomic_begin(a, path) != NSA_OK) return -1;
-    // The 1.8+ object format checksums the superblock, object headers and chunk indexes,
-    // so corrupt metadata is an error too (Fletcher-32 covers the data).
+    // HDF5 1.10's object format checksums the superblock, object headers and (the fixed
+    // array) chunk indexes, so corrupt metadata is an error too; Fletcher-32 covers the
+    // data. The older format's v1 B-tree chunk index has no checksum, and a flipped bit in
+    // a chunk's filter mask there would even switch Fletcher-32 off for that chunk.
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
     errno = 0;
     hid_t f = H5Fcreate(a->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     int err = errno;
