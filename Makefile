@@ -82,7 +82,7 @@ train:
 	scripts/get-corpus.sh $(BUILD)/nsa
 	@if [ -f $(TRAIN_RUN)/latest ]; then set -x; $(BUILD)/nsa train --resume $(TRAIN_RUN); \
 	else set -x; $(BUILD)/nsa train --config $(TRAIN_CONFIG) --set run_dir=$(TRAIN_RUN); fi
-	$(BUILD)/nsa eval --ckpt $(TRAIN_RUN)/$$(cat $(TRAIN_RUN)/latest) --data data/kjv.h5 --batches 8
+	$(BUILD)/nsa eval --ckpt $(TRAIN_RUN)/$$(cat $(TRAIN_RUN)/latest) --data data/kjv.h5 --quant q4_k
 	$(BUILD)/nsa generate --ckpt $(TRAIN_RUN)/$$(cat $(TRAIN_RUN)/latest) --prompt "And God said" \
 	  --max-tokens 200 --temperature 0
 	/usr/bin/python3 scripts/plot.py $(TRAIN_RUN) --out $(TRAIN_RUN)/loss.png

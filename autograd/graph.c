@@ -30,7 +30,6 @@ static void set_shape(Tensor *t, int ndim, const int64_t *shape) {
     int64_t n = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         t->shape[i] = shape[i];
-        t->stride[i] = n;
         n *= shape[i];
     }
     t->size = n;

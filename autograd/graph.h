@@ -14,16 +14,18 @@ typedef struct Tensor {
     float *grad;                     // same shape; NULL until a gradient reaches it
     int ndim;
     int64_t shape[TENSOR_MAX_DIM];
-    int64_t stride[TENSOR_MAX_DIM];  // elements; always the contiguous strides
     int64_t size;                    // number of elements
     int requires_grad;
+    // Inference only: when set, this [out, in] matrix is these Q4_K rows (kernels/q4k.h) and
+    // `data` is not read; linear and embedding go through the fused Q4_K kernels. No gradient.
+    const uint8_t *q4k;
 } Tensor;
 
 struct Graph;
 struct Node;
 typedef void (*BackwardFn)(struct Graph *g, struct Node *n);
 
-#define NODE_MAX_IN 6
+#define NODE_MAX_IN 4              // the most any op takes (gate_combine)
 
 typedef struct Node {
     BackwardFn backward;
@@ -32,8 +34,7 @@ typedef struct Node {
     Tensor *out;
     Tensor *in[NODE_MAX_IN];
     void *ctx;                       // op-specific saved state (arena memory)
-    int64_t iarg[8];
-    double farg[2];
+    int64_t iarg[4];                 // op-specific sizes
 } Node;
 
 // What the program is doing right now, read by the watchdog thread (train/watchdog.c).

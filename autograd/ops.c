@@ -1,14 +1,18 @@
-// ops.c: forward/backward pairs of the elementwise, normalisation, embedding, linear and
-// loss ops. Attention ops live in ops_attn.c. Every backward accumulates into gradients.
-// Row loops are split statically over threads, one writer per output row; reductions over
-// rows (weight gradients) run in a fixed order, so results do not depend on thread count.
+// ops.c: tape records of the linear, embedding, normalisation, RoPE, elementwise and loss
+// ops. Each forward calls its kernel and, when recording, saves what the kernel's backward
+// needs; each backward calls that kernel with the gradients it wants (NULL: not wanted).
+// The loops live in kernels/; attention ops are in ops_attn.c.
 #include "autograd/ops.h"
 
-#include <math.h>
 #include <string.h>
 
+#include "kernels/act.h"
 #include "kernels/common.h"
-#include "kernels/gemm.h"
+#include "kernels/embed.h"
+#include "kernels/linear.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+#include "kernels/xent.h"
 
 static Tensor *like(Graph *g, const Tensor *x) { return tensor_new(g, x->ndim, x->shape); }
 
@@ -18,16 +22,11 @@ static int any_grad(const Tensor *a, const Tensor *b) {
 
 // ---------------------------------------------------------------------------- linear
 
-static void linear_backward(Graph *g, Node *n) {
-    Tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *y = n->out;
-    int64_t in = w->shape[1], out = w->shape[0], rows = x->size / in;
-    float *dx = tensor_grad(g, x), *dw = tensor_grad(g, w);
-    if (dx) gemm_dx_acc(dx, y->grad, w->data, rows, in, out);
-    if (dw) gemm_dw_acc(dw, y->grad, x->data, rows, in, out);
-    float *db = b ? tensor_grad(g, b) : NULL;
-    if (db)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < out; j++) db[j] += y->grad[r * out + j];
+static void linear_bwd(Graph *g, Node *n) {
+    Tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
+    int64_t in = w->shape[1], out = w->shape[0];
+    linear_backward(tensor_grad(g, x), tensor_grad(g, w), b ? tensor_grad(g, b) : NULL, n->out->grad,
+                    x->data, w->data, x->size / in, in, out);
 }
 
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
@@ -36,13 +35,15 @@ Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
     NSA_ASSERT(x->shape[x->ndim - 1] == in);
     int64_t rows = x->size / in;
     Tensor *y = tensor_new2(g, rows, out);
-    gemm_xwt(y->data, x->data, w->data, rows, in, out);
-    if (b)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < out; j++) y->data[r * out + j] += b->data[j];
+    if (w->q4k) {
+        NSA_ASSERT(!w->requires_grad);
+        linear_forward_q4k(y->data, x->data, w->q4k, b ? b->data : NULL, rows, in, out);
+    } else {
+        linear_forward(y->data, x->data, w->data, b ? b->data : NULL, rows, in, out);
+    }
     y->requires_grad = any_grad(x, w) || (b && b->requires_grad);
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "linear", linear_backward, y);
+        Node *n = graph_push(g, "linear", linear_bwd, y);
         n->in[0] = x, n->in[1] = w, n->in[2] = b;
     }
     return y;
@@ -50,34 +51,23 @@ Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
 
 // ---------------------------------------------------------------------------- embedding
 
-static void embedding_backward(Graph *g, Node *n) {
-    Tensor *w = n->in[0], *y = n->out;
-    const int32_t *tok = n->ctx;
-    int64_t rows = n->iarg[0], d = w->shape[1];
+static void embedding_bwd(Graph *g, Node *n) {
+    Tensor *w = n->in[0];
     float *dw = tensor_grad(g, w);
-    if (!dw) return;
-    // Serial over rows: several rows may hit one token, and this fixes their order.
-    for (int64_t r = 0; r < rows; r++) {
-        float *dst = dw + (int64_t)tok[r] * d;
-        const float *src = y->grad + r * d;
-        for (int64_t j = 0; j < d; j++) dst[j] += src[j];
-    }
+    if (dw) embed_backward(dw, n->out->grad, n->ctx, n->iarg[0], w->shape[1]);
 }
 
 Tensor *op_embedding(Graph *g, Tensor *w, const int32_t *tok, int64_t rows) {
     graph_set_op(g, "embedding");
-    int64_t d = w->shape[1];
-    Tensor *y = tensor_new2(g, rows, d);
-    for (int64_t r = 0; r < rows; r++) {
-        NSA_ASSERT(tok[r] >= 0 && tok[r] < w->shape[0]);
-        memcpy(y->data + r * d, w->data + (int64_t)tok[r] * d, (size_t)d * sizeof(float));
-    }
+    Tensor *y = tensor_new2(g, rows, w->shape[1]);
+    if (w->q4k) embed_forward_q4k(y->data, w->q4k, tok, rows, w->shape[0], w->shape[1]);
+    else embed_forward(y->data, w->data, tok, rows, w->shape[0], w->shape[1]);
     y->requires_grad = w->requires_grad;
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "embedding", embedding_backward, y);
+        Node *n = graph_push(g, "embedding", embedding_bwd, y);
         n->in[0] = w;
         int32_t *saved = arena_alloc(g->arena, (size_t)rows * sizeof *saved);
-        memcpy(saved, tok, (size_t)rows * sizeof *saved);
+        memcpy(saved, tok, (size_t)rows * sizeof *saved);  // the caller's buffer may change
         n->ctx = saved;
         n->iarg[0] = rows;
     }
@@ -86,26 +76,11 @@ Tensor *op_embedding(Graph *g, Tensor *w, const int32_t *tok, int64_t rows) {
 
 // ---------------------------------------------------------------------------- rmsnorm
 
-static void rmsnorm_backward(Graph *g, Node *n) {
-    Tensor *x = n->in[0], *w = n->in[1], *y = n->out;
-    const float *rstd = n->ctx;
-    int64_t d = w->size, rows = x->size / d;
-    float *dx = tensor_grad(g, x), *dw = tensor_grad(g, w);
-    if (dx) {
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *xr = x->data + r * d, *dy = y->grad + r * d;
-            float dot = 0.0f;
-            for (int64_t j = 0; j < d; j++) dot += dy[j] * w->data[j] * xr[j];
-            float rs = rstd[r], c = rs * rs * dot / (float)d;
-            for (int64_t j = 0; j < d; j++) dx[r * d + j] += rs * (dy[j] * w->data[j] - xr[j] * c);
-        }
-    }
-    if (dw)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *xr = x->data + r * d, *dy = y->grad + r * d;
-            for (int64_t j = 0; j < d; j++) dw[j] += dy[j] * xr[j] * rstd[r];
-        }
+static void rmsnorm_bwd(Graph *g, Node *n) {
+    Tensor *x = n->in[0], *w = n->in[1];
+    int64_t d = w->size;
+    rmsnorm_backward(tensor_grad(g, x), tensor_grad(g, w), n->out->grad, x->data, w->data, n->ctx,
+                     x->size / d, d);
 }
 
 Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
@@ -114,18 +89,10 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
     NSA_ASSERT(x->shape[x->ndim - 1] == d);
     Tensor *y = like(g, x);
     float *rstd = arena_alloc(g->arena, (size_t)rows * sizeof(float));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x->data + r * d;
-        float ss = 0.0f;
-        for (int64_t j = 0; j < d; j++) ss += xr[j] * xr[j];
-        float rs = 1.0f / sqrtf(ss / (float)d + eps);
-        rstd[r] = rs;
-        for (int64_t j = 0; j < d; j++) y->data[r * d + j] = xr[j] * rs * w->data[j];
-    }
+    rmsnorm_forward(y->data, rstd, x->data, w->data, rows, d, eps);
     y->requires_grad = any_grad(x, w);
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "rmsnorm", rmsnorm_backward, y);
+        Node *n = graph_push(g, "rmsnorm", rmsnorm_bwd, y);
         n->in[0] = x, n->in[1] = w;
         n->ctx = rstd;
     }
@@ -134,45 +101,19 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
 
 // ---------------------------------------------------------------------------- rope
 
-// Half-split pairing (Hugging Face rotate_half): dims i and i + Dh/2 rotate together.
-static void rope_apply(float *y, const float *x, const float *cs, int64_t B, int64_t T, int64_t nh,
-                       int64_t dh, int inverse) {
-    int64_t half = dh / 2;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t h = 0; h < nh; h++) {
-                const float *xr = x + ((b * T + t) * nh + h) * dh;
-                float *yr = y + ((b * T + t) * nh + h) * dh;
-                const float *c = cs + t * half * 2;
-                for (int64_t i = 0; i < half; i++) {
-                    float co = c[2 * i], si = inverse ? -c[2 * i + 1] : c[2 * i + 1];
-                    float x1 = xr[i], x2 = xr[i + half];
-                    yr[i] = x1 * co - x2 * si;
-                    yr[i + half] = x2 * co + x1 * si;
-                }
-            }
-}
-
-static void rope_backward(Graph *g, Node *n) {
-    Tensor *x = n->in[0];
-    float *dx = tensor_grad(g, x);
-    if (!dx) return;
-    int64_t B = n->iarg[0], T = n->iarg[1], nh = n->iarg[2], dh = n->iarg[3];
-    // The rotation is orthogonal: its transpose is the rotation by the opposite angle.
-    float *tmp = arena_alloc(g->arena, (size_t)x->size * sizeof(float));
-    rope_apply(tmp, n->out->grad, n->ctx, B, T, nh, dh, 1);
-    for (int64_t i = 0; i < x->size; i++) dx[i] += tmp[i];
+static void rope_bwd(Graph *g, Node *n) {
+    float *dx = tensor_grad(g, n->in[0]);
+    if (dx) rope_backward(dx, n->out->grad, n->ctx, n->iarg[0], n->iarg[1], n->iarg[2], n->iarg[3]);
 }
 
 Tensor *op_rope(Graph *g, Tensor *x, const float *cs, int64_t B, int64_t T, int64_t nh, int64_t dh) {
     graph_set_op(g, "rope");
     NSA_ASSERT(x->size == B * T * nh * dh && dh % 2 == 0);
     Tensor *y = like(g, x);
-    rope_apply(y->data, x->data, cs, B, T, nh, dh, 0);
+    rope_forward(y->data, x->data, cs, B, T, nh, dh);
     y->requires_grad = x->requires_grad;
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "rope", rope_backward, y);
+        Node *n = graph_push(g, "rope", rope_bwd, y);
         n->in[0] = x;
         n->ctx = (void *)cs;
         n->iarg[0] = B, n->iarg[1] = T, n->iarg[2] = nh, n->iarg[3] = dh;
@@ -182,105 +123,52 @@ Tensor *op_rope(Graph *g, Tensor *x, const float *cs, int64_t B, int64_t T, int6
 
 // ---------------------------------------------------------------------------- elementwise
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-static void silu_backward(Graph *g, Node *n) {
+static void silu_bwd(Graph *g, Node *n) {
     Tensor *x = n->in[0];
-    float *dx = tensor_grad(g, x);
-    if (!dx) return;
-    const float *dy = n->out->grad;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < x->size; i++) {
-        float s = sigmoidf(x->data[i]);
-        dx[i] += dy[i] * s * (1.0f + x->data[i] * (1.0f - s));
-    }
+    silu_backward(tensor_grad(g, x), n->out->grad, x->data, x->size);
 }
 
 Tensor *op_silu(Graph *g, Tensor *x) {
     graph_set_op(g, "silu");
     Tensor *y = like(g, x);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < x->size; i++) y->data[i] = x->data[i] * sigmoidf(x->data[i]);
+    silu_forward(y->data, x->data, x->size);
     y->requires_grad = x->requires_grad;
-    if (g->record && y->requires_grad) graph_push(g, "silu", silu_backward, y)->in[0] = x;
+    if (g->record && y->requires_grad) graph_push(g, "silu", silu_bwd, y)->in[0] = x;
     return y;
 }
 
-static void add_backward(Graph *g, Node *n) {
-    const float *dy = n->out->grad;
-    for (int k = 0; k < 2; k++) {
-        float *d = tensor_grad(g, n->in[k]);
-        if (!d) continue;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n->out->size; i++) d[i] += dy[i];
+// The binary ops record the same way: inputs a, b of equal size.
+static Tensor *binary(Graph *g, const char *op, BackwardFn bwd, Tensor *a, Tensor *b) {
+    NSA_ASSERT(a->size == b->size);
+    Tensor *y = like(g, a);
+    y->requires_grad = any_grad(a, b);
+    if (g->record && y->requires_grad) {
+        Node *n = graph_push(g, op, bwd, y);
+        n->in[0] = a, n->in[1] = b;
     }
+    return y;
+}
+
+static void add_bwd(Graph *g, Node *n) {
+    add_backward(tensor_grad(g, n->in[0]), tensor_grad(g, n->in[1]), n->out->grad, n->out->size);
 }
 
 Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {
     graph_set_op(g, "add");
-    NSA_ASSERT(a->size == b->size);
-    Tensor *y = like(g, a);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < a->size; i++) y->data[i] = a->data[i] + b->data[i];
-    y->requires_grad = any_grad(a, b);
-    if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "add", add_backward, y);
-        n->in[0] = a, n->in[1] = b;
-    }
+    Tensor *y = binary(g, "add", add_bwd, a, b);
+    add_forward(y->data, a->data, b->data, a->size);
     return y;
 }
 
-static void mul_backward(Graph *g, Node *n) {
+static void swiglu_bwd(Graph *g, Node *n) {
     Tensor *a = n->in[0], *b = n->in[1];
-    const float *dy = n->out->grad;
-    float *da = tensor_grad(g, a), *db = tensor_grad(g, b);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < a->size; i++) {
-        if (da) da[i] += dy[i] * b->data[i];
-        if (db) db[i] += dy[i] * a->data[i];
-    }
-}
-
-Tensor *op_mul(Graph *g, Tensor *a, Tensor *b) {
-    graph_set_op(g, "mul");
-    NSA_ASSERT(a->size == b->size);
-    Tensor *y = like(g, a);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < a->size; i++) y->data[i] = a->data[i] * b->data[i];
-    y->requires_grad = any_grad(a, b);
-    if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "mul", mul_backward, y);
-        n->in[0] = a, n->in[1] = b;
-    }
-    return y;
-}
-
-static void swiglu_backward(Graph *g, Node *n) {
-    Tensor *a = n->in[0], *b = n->in[1];
-    const float *dy = n->out->grad;
-    float *da = tensor_grad(g, a), *db = tensor_grad(g, b);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < a->size; i++) {
-        float x = a->data[i], s = sigmoidf(x);
-        if (da) da[i] += dy[i] * b->data[i] * s * (1.0f + x * (1.0f - s));
-        if (db) db[i] += dy[i] * x * s;
-    }
+    swiglu_backward(tensor_grad(g, a), tensor_grad(g, b), n->out->grad, a->data, b->data, a->size);
 }
 
 Tensor *op_swiglu(Graph *g, Tensor *a, Tensor *b) {
     graph_set_op(g, "swiglu");
-    NSA_ASSERT(a->size == b->size);
-    Tensor *y = like(g, a);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < a->size; i++) {
-        float x = a->data[i];
-        y->data[i] = x * sigmoidf(x) * b->data[i];
-    }
-    y->requires_grad = any_grad(a, b);
-    if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "swiglu", swiglu_backward, y);
-        n->in[0] = a, n->in[1] = b;
-    }
+    Tensor *y = binary(g, "swiglu", swiglu_bwd, a, b);
+    swiglu_forward(y->data, a->data, b->data, a->size);
     return y;
 }
 
@@ -291,20 +179,11 @@ typedef struct {
     float *lse;  // [N]
 } CeCtx;
 
-static void cross_entropy_backward(Graph *g, Node *n) {
+static void cross_entropy_bwd(Graph *g, Node *n) {
     Tensor *x = n->in[0];
     float *dx = tensor_grad(g, x);
-    if (!dx) return;
     CeCtx *c = n->ctx;
-    int64_t V = x->shape[1], rows = x->shape[0];
-    float scale = n->out->grad[0] / (float)rows;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x->data + r * V;
-        float *d = dx + r * V;
-        for (int64_t j = 0; j < V; j++) d[j] += expf(xr[j] - c->lse[r]) * scale;
-        d[c->targets[r]] -= scale;
-    }
+    if (dx) xent_backward(dx, x->data, c->lse, c->targets, n->out->grad[0], x->shape[0], x->shape[1]);
 }
 
 Tensor *op_cross_entropy(Graph *g, Tensor *x, const int32_t *targets) {
@@ -313,27 +192,16 @@ Tensor *op_cross_entropy(Graph *g, Tensor *x, const int32_t *targets) {
     CeCtx *c = arena_alloc(g->arena, sizeof *c);
     c->lse = arena_alloc(g->arena, (size_t)rows * sizeof(float));
     int32_t *tg = arena_alloc(g->arena, (size_t)rows * sizeof *tg);
-    memcpy(tg, targets, (size_t)rows * sizeof *tg);
+    memcpy(tg, targets, (size_t)rows * sizeof *tg);  // the caller's buffer may change
     c->targets = tg;
     float *row_loss = arena_alloc(g->arena, (size_t)rows * sizeof(float));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x->data + r * V;
-        float m = -INFINITY;
-        for (int64_t j = 0; j < V; j++) m = xr[j] > m ? xr[j] : m;
-        float s = 0.0f;
-        for (int64_t j = 0; j < V; j++) s += expf(xr[j] - m);
-        c->lse[r] = m + logf(s);
-        row_loss[r] = c->lse[r] - xr[targets[r]];
-    }
-    double total = 0.0;  // serial, in row order: the loss is bit-reproducible
-    for (int64_t r = 0; r < rows; r++) total += row_loss[r];
+    xent_forward(row_loss, c->lse, x->data, targets, rows, V);
     int64_t one = 1;
     Tensor *y = tensor_new(g, 1, &one);
-    y->data[0] = (float)(total / (double)rows);
+    y->data[0] = xent_mean(row_loss, rows);
     y->requires_grad = x->requires_grad;
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "cross_entropy", cross_entropy_backward, y);
+        Node *n = graph_push(g, "cross_entropy", cross_entropy_bwd, y);
         n->in[0] = x;
         n->ctx = c;
     }

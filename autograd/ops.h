@@ -5,7 +5,8 @@
 #define NSA_OPS_H
 
 #include "autograd/graph.h"
-#include "kernels/nsa.h"
+#include "kernels/gate.h"
+#include "kernels/nsa_shape.h"
 
 // y[N, out] = x[N, in] · Wᵀ (+ b)
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b);
@@ -17,7 +18,6 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps);
 Tensor *op_rope(Graph *g, Tensor *x, const float *cs, int64_t B, int64_t T, int64_t nh, int64_t dh);
 Tensor *op_silu(Graph *g, Tensor *x);
 Tensor *op_add(Graph *g, Tensor *a, Tensor *b);
-Tensor *op_mul(Graph *g, Tensor *a, Tensor *b);
 // silu(a) * b, fused (SwiGLU's inner product)
 Tensor *op_swiglu(Graph *g, Tensor *a, Tensor *b);
 // Mean token cross-entropy (nats) of logits [N, V] against targets; returns a scalar.
@@ -36,9 +36,9 @@ int32_t *op_select(Graph *g, Tensor *q, Tensor *kc, const float *lse, const NsaS
 // Selected-block attention through the index; materialise=1 uses the reference path.
 Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
                     int materialise);
-// o[b,t,h] = Σ_branch act(z)[branch,h] · o_branch[b,t,h]; z [B*T, 3H] branch-major,
-// act = sigmoid (softmax=0) or softmax over the three branches (softmax=1).
+// o[b,t,h] = Σ_branch act(z)[branch,h] · o_branch[b,t,h]; z [B*T, 3H] branch-major
+// (kernels/gate.h).
 Tensor *op_gate_combine(Graph *g, Tensor *z, Tensor *oc, Tensor *os, Tensor *ow, int64_t H,
-                        int64_t dh, int softmax);
+                        int64_t dh, GateAct act);
 
 #endif

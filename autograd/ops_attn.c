@@ -1,11 +1,11 @@
-// ops_attn.c: tape wrappers of the attention kernels (kernels/attention.h, kernels/nsa.h)
-// and the NSA gate. The kernels own the loops; these record what backward needs.
-#include <math.h>
-#include <string.h>
-
+// ops_attn.c: tape records of the attention ops: dense / window flash attention, the NSA
+// branches (compression, compressed attention, selection, selected attention) and the gate.
+// The kernels own the loops; these record what backward needs.
 #include "autograd/ops.h"
+
 #include "kernels/attention.h"
 #include "kernels/common.h"
+#include "kernels/nsa.h"
 
 // ---------------------------------------------------------------------------- dense / window
 
@@ -15,7 +15,7 @@ typedef struct {
     int window;
 } AttnCtx;
 
-static void attention_backward(Graph *g, Node *n) {
+static void attention_bwd(Graph *g, Node *n) {
     AttnCtx *c = n->ctx;
     Tensor *q = n->in[0], *k = n->in[1], *v = n->in[2];
     float *dq = tensor_grad(g, q), *dk = tensor_grad(g, k), *dv = tensor_grad(g, v);
@@ -39,7 +39,7 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int64_t B, int64
                  window);
     o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
     if (g->record && o->requires_grad) {
-        Node *n = graph_push(g, window > 0 ? "window_attention" : "attention", attention_backward, o);
+        Node *n = graph_push(g, window > 0 ? "window_attention" : "attention", attention_bwd, o);
         n->in[0] = q, n->in[1] = k, n->in[2] = v;
         n->ctx = c;
     }
@@ -48,7 +48,7 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int64_t B, int64
 
 // ---------------------------------------------------------------------------- compression
 
-static void cmp_gather_backward(Graph *g, Node *n) {
+static void cmp_gather_bwd(Graph *g, Node *n) {
     const NsaShape *s = n->ctx;
     float *dx = tensor_grad(g, n->in[0]);
     float *dpe = n->in[1] ? tensor_grad(g, n->in[1]) : NULL;
@@ -69,14 +69,14 @@ Tensor *op_cmp_gather(Graph *g, Tensor *x, Tensor *pe, const NsaShape *s) {
     nsa_cmp_gather_forward(y->data, x->data, pe ? pe->data : NULL, s);
     y->requires_grad = x->requires_grad || (pe && pe->requires_grad);
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "cmp_gather", cmp_gather_backward, y);
+        Node *n = graph_push(g, "cmp_gather", cmp_gather_bwd, y);
         n->in[0] = x, n->in[1] = pe;
         n->ctx = save_shape(g, s);
     }
     return y;
 }
 
-static void cmp_mean_backward(Graph *g, Node *n) {
+static void cmp_mean_bwd(Graph *g, Node *n) {
     float *dx = tensor_grad(g, n->in[0]);
     if (dx) nsa_cmp_mean_backward(dx, n->out->grad, n->ctx);
 }
@@ -88,7 +88,7 @@ Tensor *op_cmp_mean(Graph *g, Tensor *x, const NsaShape *s) {
     nsa_cmp_mean_forward(y->data, x->data, s);
     y->requires_grad = x->requires_grad;
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "cmp_mean", cmp_mean_backward, y);
+        Node *n = graph_push(g, "cmp_mean", cmp_mean_bwd, y);
         n->in[0] = x;
         n->ctx = save_shape(g, s);
     }
@@ -107,7 +107,7 @@ static float *grad_or_scratch(Graph *g, Tensor *t) {
     return d ? d : arena_calloc(g->arena, (size_t)t->size * sizeof(float));
 }
 
-static void cmp_attn_backward(Graph *g, Node *n) {
+static void cmp_attn_bwd(Graph *g, Node *n) {
     NsaCtx *c = n->ctx;
     Tensor *q = n->in[0], *kc = n->in[1], *vc = n->in[2];
     float *dq = grad_or_scratch(g, q), *dk = grad_or_scratch(g, kc), *dv = grad_or_scratch(g, vc);
@@ -118,16 +118,15 @@ static void cmp_attn_backward(Graph *g, Node *n) {
 
 Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape *s, const float **lse) {
     graph_set_op(g, "cmp_attention");
-    const NsaShape *sh = s;
-    Tensor *o = tensor_new2(g, (int64_t)sh->B * sh->T, (int64_t)sh->H * sh->Dh);
+    Tensor *o = tensor_new2(g, (int64_t)s->B * s->T, (int64_t)s->H * s->Dh);
     NsaCtx *c = arena_alloc(g->arena, sizeof *c);
     c->s = *s;
-    c->lse = arena_alloc(g->arena, (size_t)sh->B * sh->T * sh->H * sizeof(float));
+    c->lse = arena_alloc(g->arena, (size_t)s->B * s->T * s->H * sizeof(float));
     nsa_cmp_attn_forward(o->data, c->lse, q->data, kc->data, vc->data, s);
     *lse = c->lse;
     o->requires_grad = q->requires_grad || kc->requires_grad || vc->requires_grad;
     if (g->record && o->requires_grad) {
-        Node *n = graph_push(g, "cmp_attention", cmp_attn_backward, o);
+        Node *n = graph_push(g, "cmp_attention", cmp_attn_bwd, o);
         n->in[0] = q, n->in[1] = kc, n->in[2] = vc;
         n->ctx = c;
     }
@@ -151,7 +150,7 @@ typedef struct {
     int materialise;
 } SlcCtx;
 
-static void slc_attn_backward(Graph *g, Node *n) {
+static void slc_attn_bwd(Graph *g, Node *n) {
     SlcCtx *c = n->ctx;
     Tensor *q = n->in[0], *k = n->in[1], *v = n->in[2];
     float *dq = grad_or_scratch(g, q), *dk = grad_or_scratch(g, k), *dv = grad_or_scratch(g, v);
@@ -183,7 +182,7 @@ Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *id
     }
     o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
     if (g->record && o->requires_grad) {
-        Node *n = graph_push(g, "slc_attention", slc_attn_backward, o);
+        Node *n = graph_push(g, "slc_attention", slc_attn_bwd, o);
         n->in[0] = q, n->in[1] = k, n->in[2] = v;
         n->ctx = c;
     }
@@ -192,78 +191,25 @@ Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *id
 
 // ---------------------------------------------------------------------------- gate
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-// Gate weights of one (row, head): act over z[branch*H + h].
-static void gate_weights(float gw[3], const float *z, int64_t H, int64_t h, int softmax) {
-    if (softmax) {
-        float m = fmaxf(z[h], fmaxf(z[H + h], z[2 * H + h]));
-        float e0 = expf(z[h] - m), e1 = expf(z[H + h] - m), e2 = expf(z[2 * H + h] - m);
-        float inv = 1.0f / (e0 + e1 + e2);
-        gw[0] = e0 * inv, gw[1] = e1 * inv, gw[2] = e2 * inv;
-    } else {
-        for (int b = 0; b < 3; b++) gw[b] = sigm(z[b * H + h]);
-    }
-}
-
-static void gate_combine_backward(Graph *g, Node *n) {
-    Tensor *z = n->in[0];
-    Tensor *o[3] = {n->in[1], n->in[2], n->in[3]};
-    int64_t H = n->iarg[0], dh = n->iarg[1], rows = z->shape[0];
-    int softmax = (int)n->iarg[2];
-    float *dz = tensor_grad(g, z);
-    float *dO[3];
-    for (int b = 0; b < 3; b++) dO[b] = tensor_grad(g, o[b]);
-    const float *dy = n->out->grad;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *zr = z->data + r * 3 * H;
-        for (int64_t h = 0; h < H; h++) {
-            float gw[3], dg[3];
-            gate_weights(gw, zr, H, h, softmax);
-            const float *dyh = dy + (r * H + h) * dh;
-            for (int b = 0; b < 3; b++) {
-                const float *ob = o[b]->data + (r * H + h) * dh;
-                float dot = 0.0f;
-                for (int64_t e = 0; e < dh; e++) dot += dyh[e] * ob[e];
-                dg[b] = dot;
-                if (dO[b])
-                    for (int64_t e = 0; e < dh; e++) dO[b][(r * H + h) * dh + e] += gw[b] * dyh[e];
-            }
-            if (!dz) continue;
-            if (softmax) {
-                float mean = gw[0] * dg[0] + gw[1] * dg[1] + gw[2] * dg[2];
-                for (int b = 0; b < 3; b++) dz[r * 3 * H + b * H + h] += gw[b] * (dg[b] - mean);
-            } else {
-                for (int b = 0; b < 3; b++) dz[r * 3 * H + b * H + h] += dg[b] * gw[b] * (1.0f - gw[b]);
-            }
-        }
-    }
+static void gate_combine_bwd(Graph *g, Node *n) {
+    Tensor *z = n->in[0], *oc = n->in[1], *os = n->in[2], *ow = n->in[3];
+    gate_backward(tensor_grad(g, z), tensor_grad(g, oc), tensor_grad(g, os), tensor_grad(g, ow),
+                  n->out->grad, z->data, oc->data, os->data, ow->data, z->shape[0], n->iarg[0], n->iarg[1],
+                  (GateAct)n->iarg[2]);
 }
 
 Tensor *op_gate_combine(Graph *g, Tensor *z, Tensor *oc, Tensor *os, Tensor *ow, int64_t H,
-                        int64_t dh, int softmax) {
+                        int64_t dh, GateAct act) {
     graph_set_op(g, "gate_combine");
     int64_t rows = z->shape[0];
     NSA_ASSERT(z->shape[1] == 3 * H && oc->size == rows * H * dh);
     Tensor *y = tensor_new2(g, rows, H * dh);
-    const float *o[3] = {oc->data, os->data, ow->data};
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t h = 0; h < H; h++) {
-            float gw[3];
-            gate_weights(gw, z->data + r * 3 * H, H, h, softmax);
-            float *yr = y->data + (r * H + h) * dh;
-            for (int64_t e = 0; e < dh; e++) {
-                int64_t i = (r * H + h) * dh + e;
-                yr[e] = gw[0] * o[0][i] + gw[1] * o[1][i] + gw[2] * o[2][i];
-            }
-        }
+    gate_forward(y->data, z->data, oc->data, os->data, ow->data, rows, H, dh, act);
     y->requires_grad = z->requires_grad || oc->requires_grad || os->requires_grad || ow->requires_grad;
     if (g->record && y->requires_grad) {
-        Node *n = graph_push(g, "gate_combine", gate_combine_backward, y);
+        Node *n = graph_push(g, "gate_combine", gate_combine_bwd, y);
         n->in[0] = z, n->in[1] = oc, n->in[2] = os, n->in[3] = ow;
-        n->iarg[0] = H, n->iarg[1] = dh, n->iarg[2] = softmax;
+        n->iarg[0] = H, n->iarg[1] = dh, n->iarg[2] = act;
     }
     return y;
 }

@@ -7,13 +7,16 @@
 #include "cmd/cmd.h"
 #include "data/path.h"
 #include "eval/bench.h"
+#include "eval/bench_q4k.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 
 static const char usage[] =
-    "usage: nsa bench [kernels]\n"
+    "usage: nsa bench [kernels|q4k]\n"
     "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
     "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
+    "  q4k: read bandwidth, Q4_K matvec on a matrix far larger than the LLC (GB/s vs that\n"
+    "  bandwidth, vs float32 sgemv) and Q4_K matmul with 512 rows vs float32 sgemm.\n"
     "  Training-step and memory measurements: scripts/bench-ckpt.sh (make bench).\n";
 
 enum { O_HELP = 1, O_WHAT };
@@ -43,6 +46,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%.3f\n", bench_sgemm_gflops(1024));
         return 0;
     }
+    if (!strcmp(what, "q4k")) return bench_q4k_run(stdout) == NSA_OK ? 0 : 1;
     if (strcmp(what, "kernels")) {
         nsa_error("unknown benchmark '%s' (nsa bench --help)", what);
         return 2;

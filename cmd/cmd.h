@@ -15,6 +15,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_hangcheck(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

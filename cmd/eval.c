@@ -1,4 +1,4 @@
-// eval.c: `nsa eval`: validation loss of a checkpoint (eval/eval.h).
+// eval.c: `nsa eval`: validation loss of a checkpoint, float32 and/or Q4_K (eval/eval.h).
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,18 +9,22 @@
 #include "kernels/common.h"
 
 static const char usage[] =
-    "usage: nsa eval --ckpt FILE --data data.h5 [--batches N]\n"
-    "  Mean validation loss over N batches (default: the checkpoint's eval_batches) of\n"
-    "  batch_size windows of seq_len tokens, spread evenly over /val (no randomness):\n"
-    "  the same windows, and so the same number, as `nsa train`'s val_loss.\n"
-    "  Prints nats/token and, for the byte tokenizer, bits/byte.\n";
+    "usage: nsa eval --ckpt FILE --data data.h5 [--windows N] [--quant q4_k] [--quiet]\n"
+    "  Mean token cross-entropy of FILE on the /val split of data.h5, over N windows of\n"
+    "  seq_len tokens spread evenly over /val (default: every window that tiles /val, i.e.\n"
+    "  the whole split). Training's val_loss uses eval_batches x batch_size such windows:\n"
+    "  --windows with that number reproduces it.\n"
+    "  FILE is a float checkpoint or a quantized one (nsa quantize). --quant q4_k quantizes a\n"
+    "  float checkpoint in memory and scores both. One table: loss (nats/token), perplexity,\n"
+    "  bits/byte (byte tokenizer) or bits/token, weight bytes, tokens/s; progress on stderr.\n";
 
-enum { O_HELP = 1, O_CKPT, O_DATA, O_BATCHES };
-static const ArgSpec specs[] = {
-    {"ckpt", 1, O_CKPT}, {"data", 1, O_DATA}, {"batches", 1, O_BATCHES}, {"help", 0, O_HELP}, {NULL, 0, 0}};
+enum { O_HELP = 1, O_CKPT, O_DATA, O_WINDOWS, O_QUANT, O_QUIET };
+static const ArgSpec specs[] = {{"ckpt", 1, O_CKPT},   {"data", 1, O_DATA}, {"windows", 1, O_WINDOWS},
+                                {"quant", 1, O_QUANT}, {"quiet", 0, O_QUIET}, {"help", 0, O_HELP},
+                                {NULL, 0, 0}};
 
 static int parse(EvalOpts *o, int argc, char **argv) {
-    *o = (EvalOpts){NULL, NULL, 0};
+    *o = (EvalOpts){NULL, NULL, 0, QUANT_NONE, 1};
     ArgIter it;
     args_begin(&it, argc, argv);
     const char *v;
@@ -29,9 +33,13 @@ static int parse(EvalOpts *o, int argc, char **argv) {
         switch (id) {
         case O_CKPT: o->ckpt = v; break;
         case O_DATA: o->data = v; break;
-        case O_BATCHES:
-            if (args_i64("--batches", v, 1, 1000000, &o->batches) != NSA_OK) return 2;
+        case O_WINDOWS:
+            if (args_i64("--windows", v, 1, INT64_C(1) << 32, &o->windows) != NSA_OK) return 2;
             break;
+        case O_QUANT:
+            if (quant_parse(v, &o->quant) != NSA_OK) return 2;
+            break;
+        case O_QUIET: o->progress = 0; break;
         case O_HELP: fputs(usage, stdout); return 0;
         }
     }
@@ -49,11 +57,18 @@ int cmd_eval(int argc, char **argv) {
     if (rc != CMD_GO) return rc;
     EvalResult r;
     if (eval_run(&o, &r) != NSA_OK) return 1;
-    if (r.byte_tokens)
-        printf("val loss %.6f nats/token (= nats/byte), %.6f bits/byte (%d windows of %d tokens, %.1f s)\n", r.loss,
-               r.loss / M_LN2, r.windows, r.seq_len, r.seconds);
-    else
-        printf("val loss %.6f nats/token, %.6f bits/token (%d windows of %d tokens, %.1f s)\n", r.loss,
-               r.loss / M_LN2, r.windows, r.seq_len, r.seconds);
+    printf("scored %lld tokens: %lld windows of %lld of the %lld tokens of /val in %s\n", (long long)r.tokens,
+           (long long)r.windows, (long long)r.seq_len, (long long)r.val_tokens, o.data);
+    printf("%-8s %12s %11s %10s %13s %10s\n", "weights", "nats/token", "perplexity",
+           r.byte_tokens ? "bits/byte" : "bits/token", "weight bytes", "tokens/s");
+    for (int i = 0; i < r.n_rows; i++) {
+        const EvalRow *e = &r.rows[i];
+        printf("%-8s %12.6f %11.4f %10.6f %13lld %10.0f\n", e->weights, e->loss, exp(e->loss), e->loss / M_LN2,
+               (long long)e->weight_bytes, (double)r.tokens / e->seconds);
+    }
+    if (r.n_rows == 2)
+        printf("q4_k costs %+.6f nats/token (%+.2f%%) for %.2fx fewer weight bytes\n",
+               r.rows[1].loss - r.rows[0].loss, 100.0 * (r.rows[1].loss - r.rows[0].loss) / r.rows[0].loss,
+               (double)r.rows[0].weight_bytes / (double)r.rows[1].weight_bytes);
     return 0;
 }

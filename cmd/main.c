@@ -7,6 +7,7 @@
 #include "cmd/cmd.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
+#include "kernels/q4k.h"
 
 typedef struct {
     const char *name;
@@ -18,11 +19,13 @@ static const Command commands[] = {
     {"prepare", "--text FILE --out data.h5 [--val-fraction 0.05]   text -> byte tokens", cmd_prepare},
     {"init", "--config NAME|FILE [--seed N] [--set k=v ...] --out ckpt.h5   a fresh checkpoint", cmd_init},
     {"train", "--config NAME|FILE [--set k=v ...] [--name NAME] | --resume RUN_DIR   train a model", cmd_train},
-    {"eval", "--ckpt FILE --data data.h5 [--batches N]     validation loss", cmd_eval},
+    {"eval", "--ckpt FILE --data data.h5 [--windows N] [--quant q4_k]   validation loss, float32 vs Q4_K",
+     cmd_eval},
+    {"quantize", "--ckpt FILE --out FILE.q4k.h5   quantize a checkpoint to Q4_K (ggml's bytes)", cmd_quantize},
     {"generate", "--ckpt FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed N]", cmd_generate},
     {"trace", "--ckpt FILE --data data.h5 --out trace.h5    logits, loss, grads, selection", cmd_trace},
     {"hangcheck", "[--layers 1,12] [--seq 128,512,1024,2048] [--timeout SEC] [--json FILE]", cmd_hangcheck},
-    {"bench", "[kernels]   long kernel measurements (never part of make test)", cmd_bench},
+    {"bench", "[kernels|q4k]   long kernel measurements (never part of make test)", cmd_bench},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
@@ -36,6 +39,7 @@ int main(int argc, char **argv) {
     // the write fails with EFBIG like a full disk: one error line, the temporary removed.
     signal(SIGXFSZ, SIG_IGN);
     cpu_setup(argc, argv);
+    if (q4k_setup() != NSA_OK) return 1;  // a bad NSA_Q4K_PATH is a one-line error
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

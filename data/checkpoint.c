@@ -8,7 +8,7 @@
 #include "kernels/common.h"
 #include "data/h5.h"
 
-static int write_config(hid_t f, const Config *c) {
+int ckpt_config_write(hid_t f, const Config *c) {
     hid_t g = h5_group(f, "config");
     if (g < 0) return NSA_ERR;
     int rc = NSA_OK;
@@ -17,6 +17,7 @@ static int write_config(hid_t f, const Config *c) {
         const void *src = (const char *)c + k->offset;
         if (k->type == CFG_INT) rc = h5_attr_i64(g, k->name, *(const int64_t *)src);
         else if (k->type == CFG_REAL) rc = h5_attr_f64(g, k->name, *(const double *)src);
+        else if (k->type == CFG_ENUM) rc = h5_attr_str(g, k->name, config_enum_name(k, c));
         else rc = h5_attr_str(g, k->name, (const char *)src);
     }
     H5Gclose(g);
@@ -40,7 +41,7 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
     AtomicFile a;
     hid_t f = h5_create(&a, path);
     if (f < 0) return NSA_ERR;
-    int rc = write_config(f, &m->cfg);
+    int rc = ckpt_config_write(f, &m->cfg);
     if (rc == NSA_OK) rc = write_tensors(f, "params", m, m->data);
     if (rc == NSA_OK && adam_m && adam_v) {
         hid_t g = h5_group(f, "optim");
@@ -65,7 +66,7 @@ int ckpt_save(const char *path, const Model *m, const float *adam_m, const float
     return h5_commit(f, &a);
 }
 
-static int read_config_group(hid_t f, Config *c, const char *path) {
+int ckpt_config_read(hid_t f, Config *c, const char *path) {
     if (!h5_exists(f, "config")) {
         nsa_error("%s: no /config group (not an nsa checkpoint?)", path);
         return NSA_ERR;
@@ -75,10 +76,16 @@ static int read_config_group(hid_t f, Config *c, const char *path) {
     for (int i = 0; i < cfg_n_keys && rc == NSA_OK; i++) {
         const CfgKey *k = &cfg_keys[i];
         void *dst = (char *)c + k->offset;
+        char name[64];  // CFG_ENUM: the stored spelling
         int r = k->type == CFG_INT    ? h5_read_attr_i64(g, k->name, dst)
                 : k->type == CFG_REAL ? h5_read_attr_f64(g, k->name, dst)
+                : k->type == CFG_ENUM ? h5_read_attr_str(g, k->name, name, sizeof name)
                                       : h5_read_attr_str(g, k->name, dst, k->size);
-        if (r == 1 && k->model && strcmp(k->name, "gate_hidden") && strcmp(k->name, "tie_embeddings") &&
+        if (r == 0 && k->type == CFG_ENUM) {
+            char where[1100];
+            snprintf(where, sizeof where, "%s: /config: ", path);
+            if (config_set_value(c, k, name, where) != NSA_OK) rc = NSA_ERR;
+        } else if (r == 1 && k->model && strcmp(k->name, "gate_hidden") && strcmp(k->name, "tie_embeddings") &&
             strcmp(k->name, "rope_theta") && strcmp(k->name, "norm_eps") && strcmp(k->name, "cmp_fn") &&
             strcmp(k->name, "kv") && strcmp(k->name, "gate_act")) {
             nsa_error("%s: /config lacks model key %s", path, k->name);
@@ -98,9 +105,51 @@ static int read_config_group(hid_t f, Config *c, const char *path) {
 int ckpt_read_config(const char *path, Config *cfg) {
     hid_t f = h5_open_read(path);
     if (f < 0) return NSA_ERR;
-    int rc = read_config_group(f, cfg, path);
+    int rc = ckpt_config_read(f, cfg, path);
     H5Fclose(f);
     return rc;
+}
+
+typedef struct {
+    const char *what;
+    int64_t bytes;  // -1 after an error line
+} Stored;
+
+static herr_t add_stored(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    (void)info;
+    Stored *st = op;
+    hid_t ds = h5_open_dataset(g, name, st->what);
+    int ok = ds >= 0 && h5_check_storage(ds, st->what, name) == NSA_OK;
+    if (ok) {
+        hid_t s = H5Dget_space(ds), t = H5Dget_type(ds);
+        hssize_t n = H5Sget_simple_extent_npoints(s);
+        size_t esize = H5Tget_size(t);
+        int64_t b;
+        // Saturate: the sum is compared with what a valid config needs (< 2^34 bytes).
+        if (n < 0 || esize == 0 || nsa_mul_overflow((int64_t)n, (int64_t)esize, &b) || b > INT64_MAX / 4)
+            b = INT64_MAX / 4;
+        st->bytes = st->bytes + b > INT64_MAX / 4 ? INT64_MAX / 4 : st->bytes + b;
+        H5Tclose(t);
+        H5Sclose(s);
+    }
+    if (ds >= 0) H5Dclose(ds);
+    if (!ok) st->bytes = -1;
+    return ok ? 0 : 1;
+}
+
+int64_t ckpt_stored_bytes(hid_t f, const char *group, const char *what) {
+    hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
+    if (g < 0) {
+        nsa_error("%s: cannot open the group (corrupt file?)", what);
+        return -1;
+    }
+    Stored st = {what, 0};
+    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, add_stored, &st) < 0 && st.bytes >= 0) {
+        nsa_error("%s: cannot list the group (corrupt file?)", what);
+        st.bytes = -1;
+    }
+    H5Gclose(g);
+    return st.bytes;
 }
 
 typedef struct {
@@ -143,10 +192,9 @@ static int read_tensors(hid_t f, const char *group, const Model *m, float *base,
     return rc;
 }
 
-// The first parameter of `base` (params, or an AdamW moment) holding a value that is not
-// finite, or (nonneg) negative; one error line naming it. A NaN weight would make every
-// answer NaN, which generate once printed as NUL bytes with exit status 0.
-static int check_values(const Model *m, const float *base, const char *group, int nonneg, const char *path) {
+// A NaN weight makes every answer NaN, which generate once printed as NUL bytes with exit
+// status 0.
+int ckpt_check_finite(const Model *m, const float *base, const char *group, int nonneg, const char *path) {
     for (int i = 0; i < m->n_params; i++) {
         const Param *p = &m->params[i];
         const float *x = base + (p->t.data - m->data);
@@ -167,7 +215,12 @@ int ckpt_load(const char *path, Model *m) {
     Config c;
     config_defaults(&c);
     c.gate_hidden = 0;
-    int rc = read_config_group(f, &c, path);
+    int rc = ckpt_config_read(f, &c, path);
+    if (rc == NSA_OK && h5_exists(f, "q4k")) {
+        nsa_error("%s is a Q4_K quantized checkpoint: only nsa eval and nsa generate read it (training needs "
+                  "float32 weights)", path);
+        rc = NSA_ERR;
+    }
     if (rc == NSA_OK) {
         if (!h5_exists(f, "params")) {
             nsa_error("%s: no /params group", path);
@@ -175,9 +228,22 @@ int ckpt_load(const char *path, Model *m) {
         }
     }
     if (rc == NSA_OK) {
+        // Nothing is allocated for a config the file does not back with stored values: a
+        // few KB must not make nsa zero-fill gigabytes before the first shape check fails.
+        char what[NSA_PATH_MAX + 16];
+        snprintf(what, sizeof what, "%s /params", path);
+        int64_t stored = ckpt_stored_bytes(f, "params", what), need = config_n_params(&c) * (int64_t)sizeof(float);
+        if (stored < 0) rc = NSA_ERR;
+        else if (stored < need) {
+            nsa_error("%s: /params stores %lld bytes of tensors, the config's shapes need %lld (config and weights "
+                      "disagree)", path, (long long)stored, (long long)need);
+            rc = NSA_ERR;
+        }
+    }
+    if (rc == NSA_OK) {
         model_create(m, &c);
         rc = read_tensors(f, "params", m, m->data, path);
-        if (rc == NSA_OK) rc = check_values(m, m->data, "params", 0, path);
+        if (rc == NSA_OK) rc = ckpt_check_finite(m, m->data, "params", 0, path);
         if (rc != NSA_OK) model_free(m);
     }
     H5Fclose(f);
@@ -223,8 +289,8 @@ int ckpt_load_train(const char *path, const Model *m, float *adam_m, float *adam
     }
     int rc = read_tensors(f, "optim/m", m, adam_m, path);
     if (rc == NSA_OK) rc = read_tensors(f, "optim/v", m, adam_v, path);
-    if (rc == NSA_OK) rc = check_values(m, adam_m, "optim/m", 0, path);
-    if (rc == NSA_OK) rc = check_values(m, adam_v, "optim/v", 1, path);  // a mean of squares
+    if (rc == NSA_OK) rc = ckpt_check_finite(m, adam_m, "optim/m", 0, path);
+    if (rc == NSA_OK) rc = ckpt_check_finite(m, adam_v, "optim/v", 1, path);  // a mean of squares
     if (rc == NSA_OK) rc = read_state(f, st, path);
     H5Fclose(f);
     return rc;

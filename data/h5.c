@@ -174,6 +174,10 @@ int h5_write_f32(hid_t loc, const char *name, const float *data, int ndim, const
     return write_ds(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, ndim, shape);
 }
 
+int h5_write_u8(hid_t loc, const char *name, const uint8_t *data, int ndim, const int64_t *shape) {
+    return write_ds(loc, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, data, ndim, shape);
+}
+
 int h5_write_i32(hid_t loc, const char *name, const int32_t *data, int ndim, const int64_t *shape) {
     return write_ds(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, data, ndim, shape);
 }

@@ -1,6 +1,6 @@
 // h5.h: the few HDF5 patterns the file formats need, written defensively. Writers: scalar
 // attributes of DESIGN.md's types and chunked datasets carrying a Fletcher-32 checksum, in
-// files whose metadata is checksummed too (HDF5's 1.8+ object format). Readers: every
+// files whose metadata is checksummed too (HDF5 1.10's object format). Readers: every
 // attribute and dataset is checked for type class, rank, element count, storage and range
 // before a byte of it lands in our memory; one `nsa: error:` line names the file and
 // object instead of HDF5's error stack.
@@ -26,6 +26,7 @@ int h5_attr_u64_array(hid_t loc, const char *name, const uint64_t *v, int n);
 // Datasets of ndim >= 1 are chunked (h5_chunk_dims) with Fletcher-32, verified by HDF5 on
 // every read; scalars are compact (inside the checksummed object header).
 int h5_write_f32(hid_t loc, const char *name, const float *data, int ndim, const int64_t *shape);
+int h5_write_u8(hid_t loc, const char *name, const uint8_t *data, int ndim, const int64_t *shape);
 int h5_write_i32(hid_t loc, const char *name, const int32_t *data, int ndim, const int64_t *shape);
 int h5_write_u16(hid_t loc, const char *name, const uint16_t *data, int ndim, const int64_t *shape);
 int h5_write_f64_scalar(hid_t loc, const char *name, double v);

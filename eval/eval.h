@@ -1,34 +1,43 @@
-// eval.h: validation loss of a checkpoint on a dataset (`nsa eval`): the windows of
-// training's periodic evaluation (model/loss_windows.h), so the same number as the
-// run's val_loss.
+// eval.h: validation loss of a checkpoint on a dataset (`nsa eval`), in float32 and/or
+// Q4_K: mean token cross-entropy over windows of seq_len tokens placed as training's
+// periodic evaluation places them (model/loss_windows.h), so that with the same number of
+// windows it reports the run's val_loss.
 #ifndef NSA_EVAL_H
 #define NSA_EVAL_H
 
 #include <stdint.h>
 
 #include "data/dataset.h"
+#include "eval/load.h"
 #include "model/model.h"
 
 typedef struct {
     const char *ckpt, *data;
-    int64_t batches;           // batches of batch_size windows (0: the checkpoint's eval_batches, else 8)
+    int64_t windows;           // windows of seq_len tokens; 0: the whole /val split
+    Quant quant;               // QUANT_Q4K on a float checkpoint: evaluate float32 and Q4_K
+    int progress;              // a progress line on stderr
 } EvalOpts;
 
 typedef struct {
+    const char *weights;       // "float32" or "q4_k"
     double loss;               // nats/token
-    int windows, seq_len;
     double seconds;
-    int byte_tokens;           // the dataset's tokenizer is `bytes`: nats/token = nats/byte
+    int64_t weight_bytes;      // as the forward reads them (Q4_K rows + float tensors)
+} EvalRow;
+
+typedef struct {
+    EvalRow rows[2];
+    int n_rows;
+    int64_t windows, seq_len, tokens;  // tokens scored = windows · seq_len
+    int64_t val_tokens;                // tokens in /val
+    int byte_tokens;                   // the tokenizer is `bytes`: nats/token = nats/byte
 } EvalResult;
 
-// The most windows one evaluation runs (batches × batch_size): 2^24, as for eval_batches.
-#define EVAL_MAX_WINDOWS ((int64_t)1 << 24)
-
-// NSA_ERR after an error line (unreadable files, vocabularies that disagree, too little /val,
-// a window whose loss is not finite).
+// NSA_ERR after an error line (unreadable files, vocabularies that disagree, too little
+// /val, weights or losses that are not finite).
 int eval_run(const EvalOpts *o, EvalResult *r);
 
-// Loads a checkpoint and a dataset whose ids fit its vocabulary (eval, trace); on failure
+// Loads a float checkpoint and a dataset whose ids fit its vocabulary (trace); on failure
 // both are left freed and the error has been reported.
 int model_and_data_load(const char *ckpt, const char *data, Model *m, Dataset *d);
 

@@ -1,5 +1,5 @@
 // attention.c: flash-style causal / sliding-window attention and the query-tile kernels it
-// is built from (shared with nsa.c).
+// is built from (shared with the NSA kernels, nsa_*.c).
 #include "kernels/attention.h"
 
 #include "kernels/common.h"

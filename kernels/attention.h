@@ -1,5 +1,5 @@
 // attention.h: causal / sliding-window flash attention (forward, backward) and the
-// query-tile kernels it is built from, which the NSA branches in nsa.c reuse.
+// query-tile kernels it is built from, which the NSA branch kernels (nsa_*.c) reuse.
 #ifndef NSA_ATTENTION_H
 #define NSA_ATTENTION_H
 
@@ -25,7 +25,7 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
 // ---- Building blocks (serial; callers parallelise over what they own) ----
 // Key s of the KV head in use lives at k + s * kv_stride (v, dk, dv alike). Each call keeps
 // a few [Dh][64] float blocks on its thread's stack: ~1.3 KB per unit of Dh (330 KB at
-// Dh = 256, the most nsa_shape_check allows).
+// Dh = 256, the most config_validate allows).
 //
 // A query tile is up to ATTN_ROWS head vectors (query position, head) sharing one KV head.
 // The kernels keep 64 independent lanes (the rows of a query tile, or the keys of a key

@@ -21,13 +21,21 @@ static int is_avx512_core(const char *name) {
                     !strcasecmp(name, "SapphireRapids"));
 }
 
-void cpu_setup(int argc, char **argv) {
-    (void)argc;
+void cpu_detect(void) {
+    if (nsa_cpu.detected) return;
     __builtin_cpu_init();
     nsa_cpu.avx2 = __builtin_cpu_supports("avx2");
     nsa_cpu.fma = __builtin_cpu_supports("fma");
+    nsa_cpu.f16c = __builtin_cpu_supports("f16c");
     nsa_cpu.avx512f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    nsa_cpu.avx512vnni = nsa_cpu.avx512f && __builtin_cpu_supports("avx512vnni");
+    nsa_cpu.detected = 1;
+}
+
+void cpu_setup(int argc, char **argv) {
+    (void)argc;
+    cpu_detect();
     // Both settings below are read by libraries when they are loaded, before main runs, so
     // the program sets them and re-executes itself once (NSA_NO_REEXEC marks the second run).
     int reexec = 0;

@@ -3,8 +3,12 @@
 #define NSA_CPU_H
 
 typedef struct {
-    int avx2, avx512f, fma;
+    int detected;    // cpu_detect has run
+    int avx2, fma, f16c;
+    int avx512f;     // F + BW + DQ + VL together: the set OpenBLAS's SkylakeX kernels and our paths need
+    int avx512vnni;  // int8 dot products (vpdpbusd)
     int threads;
+    int q4k_path;    // the Q4_K kernel path (a Q4kPath, kernels/q4k.h); 0 until q4k_setup chooses
 } CpuInfo;
 
 extern CpuInfo nsa_cpu;
@@ -14,6 +18,9 @@ extern CpuInfo nsa_cpu;
 // with OPENBLAS_CORETYPE set, since OpenBLAS reads it only when it is loaded. Call first
 // thing in main; an AVX-512 OPENBLAS_CORETYPE already set is kept.
 void cpu_setup(int argc, char **argv);
+// Only the feature flags (no re-exec, no threads): for code that may run before or
+// without cpu_setup, such as the tests. Idempotent.
+void cpu_detect(void);
 // OpenMP threads (OMP_NUM_THREADS, else all cores); OpenBLAS is kept at one (gemm.c).
 void cpu_set_threads(int n);
 

@@ -45,3 +45,11 @@ uint64_t rng_below(Rng *r, uint64_t n) {
     while (x >= limit);
     return x % n;
 }
+
+void rng_fill_normal(Rng *r, float *x, int64_t n, double std) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(std * rng_normal(r));
+}
+
+void rng_fill_uniform(Rng *r, float *x, int64_t n, double bound) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(bound * (2.0 * rng_uniform(r) - 1.0));
+}

@@ -14,5 +14,8 @@ uint64_t rng_next(Rng *r);
 double rng_uniform(Rng *r);          // [0, 1), 53 bits
 double rng_normal(Rng *r);           // N(0, 1), Box-Muller on two uniforms
 uint64_t rng_below(Rng *r, uint64_t n);  // uniform in [0, n), unbiased
+// x[i] = std · N(0, 1) and x[i] = U(−bound, bound), in index order (parameter init).
+void rng_fill_normal(Rng *r, float *x, int64_t n, double std);
+void rng_fill_uniform(Rng *r, float *x, int64_t n, double bound);
 
 #endif

@@ -15,9 +15,8 @@
 // w·(n − T − 1)/W: spread evenly, no randomness, so the same checkpoint and data always give
 // the same number. Needs n >= T + 1. tok and tgt are (T) work buffers; the graph is used
 // without a tape and reset after every window. With g->watch set, every window is a
-// WATCH_EVAL phase (the deadline is per forward, as in training). first_bad (may be NULL)
-// receives the start of the first window whose loss is not finite, or -1.
+// WATCH_EVAL phase (the deadline is per forward, as in training).
 double model_loss_windows(Model *m, Graph *g, const uint16_t *ids, int64_t n, int T, int W, int32_t *tok,
-                          int32_t *tgt, int64_t *first_bad);
+                          int32_t *tgt);
 
 #endif

@@ -6,7 +6,9 @@
 
 #include "autograd/ops.h"
 #include "kernels/common.h"
+#include "kernels/gate.h"
 #include "kernels/rng.h"
+#include "kernels/rope.h"
 
 // ---------------------------------------------------------------------------- parameters
 
@@ -42,7 +44,7 @@ static void build(Builder *b) {
     int64_t F = c->ffn_dim, Dg = c->gate_hidden, l = c->cmp_block;
     char nm[96];
     m->tok_emb = add_param(b, "tok_emb.weight", V, D);
-    int separate = !strcmp(c->kv, "separate");
+    int separate = c->kv == KV_SEPARATE;
     static const char *br[3] = {"cmp", "slc", "win"};
     for (int i = 0; i < c->n_layers; i++) {
         Layer *L = &m->layers[i];
@@ -65,11 +67,11 @@ static void build(Builder *b) {
         }
         P(wo, "attn.wo.weight", D, H * dh);
         if (L->is_nsa) {
-            if (strcmp(c->cmp_fn, "mean")) {
+            if (c->cmp_fn != CMP_MEAN) {
                 P(k_proj, "attn.cmp.k_proj.weight", dh, l * dh);
                 P(v_proj, "attn.cmp.v_proj.weight", dh, l * dh);
             }
-            if (!strcmp(c->cmp_fn, "mlp")) {
+            if (c->cmp_fn == CMP_MLP) {
                 P(k_out, "attn.cmp.k_out.weight", dh, dh);
                 P(v_out, "attn.cmp.v_out.weight", dh, dh);
                 P(k_pe, "attn.cmp.k_pe", l, dh);
@@ -101,15 +103,9 @@ void model_create(Model *m, const Config *cfg) {
     m->n_params = 0;
     b = (Builder){m, 0, 0};
     build(&b);
-    // RoPE table in double: float32 pos·θ^(−2i/Dh) is off by ~1e-4 rad at pos 2048.
-    int64_t S = cfg->seq_len, half = cfg->head_dim / 2;
-    m->rope = nsa_malloc((size_t)(S * half * 2) * sizeof(float));
-    for (int64_t t = 0; t < S; t++)
-        for (int64_t i = 0; i < half; i++) {
-            double ang = (double)t * pow(cfg->rope_theta, -2.0 * (double)i / (double)cfg->head_dim);
-            m->rope[(t * half + i) * 2] = (float)cos(ang);
-            m->rope[(t * half + i) * 2 + 1] = (float)sin(ang);
-        }
+    NSA_ASSERT(m->n_elems == config_n_params(cfg));  // the bound config_validate checked is this count
+    m->rope = nsa_malloc((size_t)(cfg->seq_len * cfg->head_dim) * sizeof(float));
+    rope_table(m->rope, cfg->seq_len, cfg->head_dim, cfg->rope_theta);
 }
 
 void model_free(Model *m) {
@@ -117,6 +113,7 @@ void model_free(Model *m) {
     free(m->data);
     free(m->grad);
     free(m->rope);
+    free(m->q4k_data);
     memset(m, 0, sizeof *m);
 }
 
@@ -168,8 +165,8 @@ void model_init_params(Model *m, uint64_t seed) {
         } else if (ends_with(nm, "attn.wo.weight") || ends_with(nm, "mlp.w2.weight")) {
             std = resid;
         }
-        for (int64_t j = 0; j < t->size; j++)
-            t->data[j] = (float)(bound > 0 ? bound * (2.0 * rng_uniform(&r) - 1.0) : std * rng_normal(&r));
+        if (bound > 0) rng_fill_uniform(&r, t->data, t->size, bound);
+        else rng_fill_normal(&r, t->data, t->size, std);
     }
 }
 
@@ -179,19 +176,22 @@ typedef struct {
     Model *m;
     int B, T, l, materialise;
     int32_t **sel;  // where this layer's selection goes (NULL: not kept)
+    float **gate;   // where this layer's gate values go (NULL: not kept)
 } LayerArgs;
 
-static Tensor *compress(Graph *g, Tensor *x, Tensor *proj, Tensor *out, Tensor *pe, const char *fn,
+static Tensor *compress(Graph *g, Tensor *x, Tensor *proj, Tensor *out, Tensor *pe, CmpFn fn,
                         const NsaShape *s) {
-    if (!strcmp(fn, "mean")) return op_cmp_mean(g, x, s);
+    if (fn == CMP_MEAN) return op_cmp_mean(g, x, s);
     Tensor *blocks = op_cmp_gather(g, x, pe, s);
-    if (!strcmp(fn, "linear")) return op_linear(g, blocks, proj, NULL);
+    if (fn == CMP_LINEAR) return op_linear(g, blocks, proj, NULL);
     return op_linear(g, op_silu(g, op_linear(g, blocks, proj, NULL)), out, NULL);
 }
 
-static Tensor *nsa_attention(Graph *g, Model *m, Layer *L, Tensor *xn, Tensor *q, int B, int T,
-                             int materialise, int32_t **sel) {
+static Tensor *nsa_attention(Graph *g, const LayerArgs *a, Tensor *xn, Tensor *q) {
+    Model *m = a->m;
+    Layer *L = &m->layers[a->l];
     const Config *c = &m->cfg;
+    int B = a->B, T = a->T;
     int H = (int)c->n_heads, G = (int)c->n_kv_heads, dh = (int)c->head_dim;
     NsaShape s = {B, T, H, G, dh, (int)c->cmp_block, (int)c->cmp_stride, (int)c->slc_block,
                   (int)c->slc_topn, (int)c->window};
@@ -210,11 +210,15 @@ static Tensor *nsa_attention(Graph *g, Model *m, Layer *L, Tensor *xn, Tensor *q
     const float *lse;
     Tensor *o_cmp = op_cmp_attn(g, q, kc, vc, &s, &lse);
     int32_t *idx = op_select(g, q, kc, lse, &s);
-    if (sel) *sel = idx;
-    Tensor *o_slc = op_slc_attn(g, q, k[1], v[1], idx, &s, materialise);
+    if (a->sel) *a->sel = idx;
+    Tensor *o_slc = op_slc_attn(g, q, k[1], v[1], idx, &s, a->materialise);
     Tensor *o_win = op_attention(g, q, k[2], v[2], B, T, H, G, dh, (int)c->window);
     Tensor *z = op_linear(g, op_silu(g, op_linear(g, xn, L->fc1_w, L->fc1_b)), L->fc2_w, L->fc2_b);
-    return op_gate_combine(g, z, o_cmp, o_slc, o_win, H, dh, !strcmp(c->gate_act, "softmax"));
+    if (a->gate) {
+        *a->gate = arena_alloc(g->arena, (size_t)z->size * sizeof(float));
+        gate_weights_forward(*a->gate, z->data, z->shape[0], H, c->gate_act);
+    }
+    return op_gate_combine(g, z, o_cmp, o_slc, o_win, H, dh, c->gate_act);
 }
 
 static Tensor *layer_forward(Graph *g, const LayerArgs *a, Tensor *x) {
@@ -227,7 +231,7 @@ static Tensor *layer_forward(Graph *g, const LayerArgs *a, Tensor *x) {
     Tensor *q = op_rope(g, op_linear(g, xn, L->wq, NULL), m->rope, B, T, H, dh);
     Tensor *o;
     if (L->is_nsa) {
-        o = nsa_attention(g, m, L, xn, q, B, T, a->materialise, a->sel);
+        o = nsa_attention(g, a, xn, q);
     } else {
         Tensor *k = op_rope(g, op_linear(g, xn, L->wk, NULL), m->rope, B, T, G, dh);
         Tensor *v = op_linear(g, xn, L->wv, NULL);
@@ -263,6 +267,12 @@ static void layer_checkpoint_backward(Graph *g, Node *n) {
     graph_reset(s);
 }
 
+static void *keep_copy(Graph *g, const void *src, size_t bytes) {
+    void *dst = arena_alloc(g->arena, bytes);
+    memcpy(dst, src, bytes);
+    return dst;
+}
+
 static Tensor *layer_checkpointed(Graph *g, Graph *scratch, const LayerArgs *a, Tensor *x) {
     graph_reset(scratch);
     scratch->record = 0;
@@ -270,13 +280,12 @@ static Tensor *layer_checkpointed(Graph *g, Graph *scratch, const LayerArgs *a, 
     Tensor *ys = layer_forward(scratch, a, x);
     Tensor *y = tensor_new(g, ys->ndim, ys->shape);
     memcpy(y->data, ys->data, (size_t)ys->size * sizeof(float));
-    if (a->sel && *a->sel) {  // the selection lives in scratch memory: keep a copy
-        const Config *c = &a->m->cfg;
-        size_t n = (size_t)a->B * a->T * c->n_kv_heads * c->slc_topn * sizeof(int32_t);
-        int32_t *keep = arena_alloc(g->arena, n);
-        memcpy(keep, *a->sel, n);
-        *a->sel = keep;
-    }
+    // The selection and gate values live in scratch memory: keep copies.
+    const Config *cfg = &a->m->cfg;
+    if (a->sel && *a->sel)
+        *a->sel = keep_copy(g, *a->sel, (size_t)a->B * a->T * cfg->n_kv_heads * cfg->slc_topn * sizeof(int32_t));
+    if (a->gate && *a->gate)
+        *a->gate = keep_copy(g, *a->gate, (size_t)a->B * a->T * 3 * cfg->n_heads * sizeof(float));
     graph_reset(scratch);
     y->requires_grad = 1;
     g->layer = a->l;  // the node's backward (recompute + backward) belongs to this layer
@@ -286,6 +295,7 @@ static Tensor *layer_checkpointed(Graph *g, Graph *scratch, const LayerArgs *a, 
         CkptCtx *c = arena_alloc(g->arena, sizeof *c);
         c->a = *a;
         c->a.sel = NULL;
+        c->a.gate = NULL;
         c->scratch = scratch;
         n->ctx = c;
     }
@@ -300,7 +310,8 @@ void model_forward(Model *m, Graph *g, const int32_t *tokens, const int32_t *tar
     g->layer = -1;
     Tensor *x = op_embedding(g, m->tok_emb, tokens, (int64_t)B * T);
     for (int l = 0; l < c->n_layers; l++) {
-        LayerArgs a = {m, B, T, l, opt->materialise, opt->keep_selection ? &out->sel[l] : NULL};
+        LayerArgs a = {m, B, T, l, opt->materialise, opt->keep_selection ? &out->sel[l] : NULL,
+                       opt->keep_gates ? &out->gate[l] : NULL};
         if (opt->checkpoint && g->record) x = layer_checkpointed(g, opt->scratch, &a, x);
         else x = layer_forward(g, &a, x);
     }

@@ -36,6 +36,8 @@ typedef struct {
     Tensor *lm_head;     // (V, D); == tok_emb when tied
     Layer layers[CFG_MAX_LAYERS];
     float *rope;         // (seq_len, Dh/2, 2) cos, sin
+    uint8_t *q4k_data;   // (q4k_bytes) Q4_K rows of the quantized matrices (model/quant.h), or NULL
+    int64_t q4k_bytes;
 } Model;
 
 // Builds the parameter table for a validated config; data zeroed.
@@ -50,6 +52,7 @@ typedef struct {
     int checkpoint;          // 1: keep only layer inputs, recompute layers in backward
     int materialise;         // 1: selected branch through the materialising reference
     int keep_selection;      // 1: fill Forward.sel (trace)
+    int keep_gates;          // 1: fill Forward.gate
     Graph *scratch;          // recompute graph (checkpoint=1)
 } ForwardOpts;
 
@@ -57,6 +60,7 @@ typedef struct {
     Tensor *logits;          // (B*T, V)
     Tensor *loss;            // scalar, NULL without targets
     int32_t *sel[CFG_MAX_LAYERS];  // (B, T, G, n) per NSA layer when keep_selection
+    float *gate[CFG_MAX_LAYERS];   // (B*T, 3, H) gate values (act(z), branch-major) per NSA layer when keep_gates
 } Forward;
 
 // tokens, targets: (B, T) with T <= seq_len. targets may be NULL (no loss).

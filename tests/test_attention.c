@@ -128,7 +128,7 @@ Test(attention, matches_double_reference) {
         {1, 130, 2, 2, 64, 65},  // window just past a tile
         {1, 5, 130, 1, 8, 0},    // 130 heads per group: tiles split a group's heads
         {1, 70, 2, 1, 5, 9},     // odd head size
-        {2, 20, 2, 1, 256, 0},   // the largest head size nsa_shape_check allows
+        {2, 20, 2, 1, 256, 0},   // the largest head size config_validate allows
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i], 100 + i);
 }

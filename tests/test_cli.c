@@ -13,7 +13,15 @@
 
 #include "data/h5.h"
 #include "kernels/common.h"
+#include "model/config.h"
 #include "tests/testutil.h"
+
+static int tiny_batch_size(void) {
+    Config c;
+    config_defaults(&c);
+    cr_assert_eq(config_load(&c, "tiny"), NSA_OK);
+    return (int)c.batch_size;
+}
 
 static char dir[256];  // this test's temporary directory (each Criterion test is a process)
 
@@ -112,7 +120,7 @@ Test(cli, malformed_numbers) {
                        "--temperature: '-1' is not a number in [0, inf)");
     expect_usage_error("generate --ckpt c.h5 --prompt x --temperature nan", "--temperature: 'nan'");
     expect_usage_error("generate --ckpt c.h5 --prompt x --seed -1", "--seed: '-1' is not an integer");
-    expect_usage_error("eval --ckpt c.h5 --data d.h5 --batches 0", "--batches: '0' is not an integer in [1, ");
+    expect_usage_error("eval --ckpt c.h5 --data d.h5 --windows 0", "--windows: '0' is not an integer in [1, ");
     expect_usage_error("trace --ckpt c.h5 --data d.h5 --out t.h5 --batch two", "--batch: 'two'");
     expect_usage_error("prepare --text t --out d.h5 --val-fraction 1", "--val-fraction: '1' is not a number in (0, 1)");
     expect_usage_error("init --config tiny --out x.h5 --seed 1e3", "--seed: '1e3'");
@@ -316,11 +324,14 @@ Test(cli, train_eval_matches_log_and_generate_is_deterministic, .init = make_dir
     }
     fclose(f);
     cr_assert(val[0], "no eval record in the log");
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s eval --ckpt %s/run/ckpt_00000006.h5 --data %s", tu_bin(), dir,
-             data);
+    // Training's val_loss scores eval_batches x batch_size windows: --windows with that
+    // number gives the same windows.
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s eval --ckpt %s/run/ckpt_00000006.h5 --data %s --quiet --windows %d",
+             tu_bin(), dir, data, 2 * tiny_batch_size());
     FILE *p = popen(cmd, "r");
-    char out[512] = "";
-    cr_assert(fgets(out, sizeof out, p));
+    char out[2048] = "";
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
     cr_assert_eq(pclose(p), 0);
     cr_assert(strstr(out, val), "eval printed '%s', the log's last val_loss is %s", out, val);
     cr_assert(strstr(out, "bits/byte"));

@@ -205,10 +205,6 @@ static Tensor *run_add(Graph *g, Tensor **in, const int64_t *a) { (void)a; retur
 static void ref_add(double *y, double *const *in, const int64_t *a) {
     for (int64_t i = 0; i < a[0]; i++) y[i] = in[0][i] + in[1][i];
 }
-static Tensor *run_mul(Graph *g, Tensor **in, const int64_t *a) { (void)a; return op_mul(g, in[0], in[1]); }
-static void ref_mul(double *y, double *const *in, const int64_t *a) {
-    for (int64_t i = 0; i < a[0]; i++) y[i] = in[0][i] * in[1][i];
-}
 static Tensor *run_swiglu(Graph *g, Tensor **in, const int64_t *a) { (void)a; return op_swiglu(g, in[0], in[1]); }
 static void ref_swiglu(double *y, double *const *in, const int64_t *a) {
     for (int64_t i = 0; i < a[0]; i++) y[i] = dsilu(in[0][i]) * in[1][i];
@@ -216,7 +212,6 @@ static void ref_swiglu(double *y, double *const *in, const int64_t *a) {
 static const int64_t n17[] = {17};
 Test(ops, silu) { OpCase c = {"silu", 1, {17}, 17, run_silu, ref_silu, n17, 2.0}; check_op(&c); }
 Test(ops, add) { OpCase c = {"add", 2, {17, 17}, 17, run_add, ref_add, n17, 1.0}; check_op(&c); }
-Test(ops, mul) { OpCase c = {"mul", 2, {17, 17}, 17, run_mul, ref_mul, n17, 1.0}; check_op(&c); }
 Test(ops, swiglu) { OpCase c = {"swiglu", 2, {17, 17}, 17, run_swiglu, ref_swiglu, n17, 2.0}; check_op(&c); }
 
 // ---------------------------------------------------------------------------- cross-entropy
@@ -288,10 +283,10 @@ Test(ops, attention_window) {
 
 // ---------------------------------------------------------------------------- gate
 
-// a = {rows, H, Dh, softmax}
+// a = {rows, H, Dh, GateAct}
 static Tensor *run_gate(Graph *g, Tensor **in, const int64_t *a) {
     in[0]->ndim = 2, in[0]->shape[0] = a[0], in[0]->shape[1] = 3 * a[1];
-    return op_gate_combine(g, in[0], in[1], in[2], in[3], a[1], a[2], (int)a[3]);
+    return op_gate_combine(g, in[0], in[1], in[2], in[3], a[1], a[2], (GateAct)a[3]);
 }
 static void ref_gate(double *y, double *const *in, const int64_t *a) {
     int64_t R = a[0], H = a[1], D = a[2];
@@ -299,7 +294,7 @@ static void ref_gate(double *y, double *const *in, const int64_t *a) {
         for (int64_t h = 0; h < H; h++) {
             double gw[3], z[3];
             for (int b = 0; b < 3; b++) z[b] = in[0][r * 3 * H + b * H + h];
-            if (a[3]) {
+            if (a[3] == GATE_SOFTMAX) {
                 double m = fmax(z[0], fmax(z[1], z[2])), s = 0;
                 for (int b = 0; b < 3; b++) s += exp(z[b] - m);
                 for (int b = 0; b < 3; b++) gw[b] = exp(z[b] - m) / s;
@@ -313,12 +308,12 @@ static void ref_gate(double *y, double *const *in, const int64_t *a) {
         }
 }
 Test(ops, gate_sigmoid) {
-    static const int64_t a[] = {3, 2, 4, 0};
+    static const int64_t a[] = {3, 2, 4, GATE_SIGMOID};
     OpCase c = {"gate_combine", 4, {18, 24, 24, 24}, 24, run_gate, ref_gate, a, 1.0};
     check_op(&c);
 }
 Test(ops, gate_softmax) {
-    static const int64_t a[] = {3, 2, 4, 1};
+    static const int64_t a[] = {3, 2, 4, GATE_SOFTMAX};
     OpCase c = {"gate_combine", 4, {18, 24, 24, 24}, 24, run_gate, ref_gate, a, 1.0};
     check_op(&c);
 }

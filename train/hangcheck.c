@@ -77,7 +77,7 @@ static double gate_spread(Model *m, const int32_t *tok, int T) {
     Tensor *xn = op_rmsnorm(&g, x, L->attn_norm, (float)c->norm_eps);
     Tensor *z = op_linear(&g, op_silu(&g, op_linear(&g, xn, L->fc1_w, L->fc1_b)), L->fc2_w, L->fc2_b);
     int64_t H = c->n_heads;
-    int softmax = !strcmp(c->gate_act, "softmax");
+    int softmax = c->gate_act == GATE_SOFTMAX;
     double sum = 0;
     for (int64_t r = 0; r < T; r++)
         for (int64_t h = 0; h < H; h++) {

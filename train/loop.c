@@ -111,7 +111,7 @@ int train_run(const Config *c, const TrainOpts *o) {
                  "%s %s: %lld parameters, %s, batch %lld x %lld tokens x %lld accum, %lld steps, checkpoint=%s\n",
                  o->resume_ckpt ? "resuming" : "training", c->run_dir, (long long)t.model.n_elems, c->attn,
                  (long long)c->batch_size, (long long)c->seq_len, (long long)c->grad_accum, (long long)c->steps,
-                 c->checkpoint);
+                 config_enum_name(config_key("checkpoint"), c));
     if (o->resume_ckpt) trainlog_say(&log, "  from %s (step %lld)\n", o->resume_ckpt, (long long)t.st.step);
     rc = train_loop(&t, &log, o);
 done:

@@ -11,20 +11,6 @@
 #include "model/loss_windows.h"
 #include "train/rundir.h"
 
-int trainer_check_config(const Config *c) {
-    if (c->seq_len < 1 || c->eval_batches < 0 || c->ckpt_every < 0 || c->eval_every < 0 || c->max_bad_steps < 1 ||
-        c->grad_clip < 0 || c->weight_decay < 0 || c->step_timeout < 0) {
-        nsa_error("eval_every, eval_batches, ckpt_every, grad_clip, weight_decay and step_timeout must be >= 0, "
-                  "max_bad_steps >= 1");
-        return NSA_ERR;
-    }
-    if (c->eval_every > 0 && c->eval_batches < 1) {
-        nsa_error("eval_batches must be >= 1 when eval_every > 0");
-        return NSA_ERR;
-    }
-    return NSA_OK;
-}
-
 int trainer_same_model(const Config *run, const Config *c, const char *path) {
     for (int i = 0; i < cfg_n_keys; i++) {
         const CfgKey *k = &cfg_keys[i];
@@ -162,7 +148,7 @@ int trainer_step(Trainer *t, StepStats *s) {
     int B = (int)c->batch_size, S = (int)c->seq_len;
     double t0 = nsa_now();
     ForwardOpts fo = {0};
-    fo.checkpoint = !strcmp(c->checkpoint, "layer");
+    fo.checkpoint = c->checkpoint == CKPT_LAYER;
     fo.scratch = &t->scratch;
     model_zero_grads(m);
     double loss = 0.0;
@@ -219,7 +205,7 @@ double trainer_eval(Trainer *t) {
     const Config *c = &t->cfg;
     int W = (int)(c->eval_batches * c->batch_size);
     double loss = model_loss_windows(&t->model, &t->eval_graph, t->data.val, t->data.n_val, (int)c->seq_len,
-                            W > 0 ? W : 1, t->tokens, t->targets, NULL);
+                            W > 0 ? W : 1, t->tokens, t->targets);
     watch_phase(&t->watch, WATCH_IDLE);
     return loss;
 }

@@ -39,8 +39,6 @@ typedef struct {
     double seconds;
 } StepStats;
 
-// The training keys' own rules (config_validate checks the model's); one line on failure.
-int trainer_check_config(const Config *c);
 // 1 if every model key of c equals run's; else 0 after an error naming the key and `path`
 // (the checkpoint the run's config came from): a run cannot change its model.
 int trainer_same_model(const Config *run, const Config *c, const char *path);

@@ -1,0 +1,54 @@
+// act.c: elementwise activations and arithmetic (see act.h). Each output element depends
+// only on the same element of the inputs, so any static thread split gives the same bits.
+#include "kernels/act.h"
+
+#include <math.h>
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void silu_forward(float *y, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
+}
+
+void silu_backward(float *dx, const float *dy, const float *x, int64_t n) {
+    if (!dx) return;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float s = sigmoidf(x[i]);
+        dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+void swiglu_forward(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = a[i];
+        y[i] = x * sigmoidf(x) * b[i];
+    }
+}
+
+void swiglu_backward(float *da, float *db, const float *dy, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = a[i], s = sigmoidf(x);
+        if (da) da[i] += dy[i] * b[i] * s * (1.0f + x * (1.0f - s));
+        if (db) db[i] += dy[i] * x * s;
+    }
+}
+
+void add_forward(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+// da and db may be the same buffer (y = x + x): each gets dy once, in that order.
+void add_backward(float *da, float *db, const float *dy, int64_t n) {
+    float *d[2] = {da, db};
+    for (int k = 0; k < 2; k++) {
+        if (!d[k]) continue;
+        float *dk = d[k];
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) dk[i] += dy[i];
+    }
+}
