@@ -506,3 +506,69 @@ Test(hostile, expf_of_nan_is_nan_without_undefined_behaviour) {
     cr_expect_eq(attn_expf(-INFINITY), 0.0f);
     cr_expect(attn_expf(INFINITY) > 1e38f);
 }
+
+// ---------------------------------------------------------------- beyond the list
+
+Test(hostile, trace_batch_is_bounded_by_its_logits, .init = make_dir, .fini = remove_dir, .timeout = 60) {
+    make_ckpt_and_data();
+    must_run("init --config tiny --set seq_len=65536 --out long.h5");
+    // 200 windows of 65536 tokens x 256 logits: 2^31.6 floats (12 GiB) refused up front.
+    expect_error("trace --ckpt long.h5 --data data.h5 --out t.h5 --batch 200", "--batch");
+}
+
+Test(hostile, overflowing_activations_stop_eval_and_generate, .init = make_dir, .fini = remove_dir) {
+    make_ckpt_and_data();
+    // Finite weights whose product is not: the final norm's 3e38 times the embeddings
+    // overflows every logit, so no token or loss is trustworthy.
+    static float w[64];
+    for (int i = 0; i < 64; i++) w[i] = 3e38f;
+    rewrite_param("ckpt.h5", "norm.weight", H5T_NATIVE_FLOAT, w);
+    expect_error("generate --ckpt ckpt.h5 --prompt In --max-tokens 4", "not finite");
+    expect_error("eval --ckpt ckpt.h5 --data data.h5 --windows 2", "not finite");
+}
+
+Test(hostile, run_names_that_hide_or_look_like_options, .init = make_dir, .fini = remove_dir) {
+    write_text("text.txt", 30000);
+    must_run("prepare --text text.txt --out data.h5");
+    expect_error("train --config tiny --set data=data.h5 --name .hidden", "--name");
+    expect_error("train --config tiny --set data=data.h5 --name=-rf", "--name");
+}
+
+Test(hostile, a_killed_trainer_leaves_no_stale_lock, .init = make_dir, .fini = remove_dir, .timeout = 120) {
+    write_text("text.txt", 60000);
+    must_run("prepare --text text.txt --out data.h5");
+    char cmd[1024];
+    char *abs = realpath(bin(), NULL);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && (%s train --config tiny --set data=data.h5 --set steps=100000 --set ckpt_every=1 "
+             "--set eval_every=0 --set batch_size=1 --set run_dir=run >/dev/null 2>&1 & echo $! > pid)",
+             dir, abs);
+    free(abs);
+    cr_assert_eq(system(cmd), 0);
+    char latest[256];
+    snprintf(latest, sizeof latest, "%s/run/latest", dir);
+    struct stat st;
+    for (int i = 0; i < 400 && stat(latest, &st) != 0; i++) usleep(50000);
+    snprintf(cmd, sizeof cmd, "kill -KILL $(cat %s/pid); sleep 0.5", dir);
+    cr_assert_eq(system(cmd), 0);
+    // The lock file is still there; the lock died with its process.
+    char lock[256];
+    snprintf(lock, sizeof lock, "%s/run/lock", dir);
+    cr_assert_eq(stat(lock, &st), 0, "no lock file in the run directory");
+    must_run("train --resume run --set steps=3 --quiet");
+}
+
+Test(hostile, full_disk_while_writing_a_trace_or_quantized_checkpoint, .init = make_dir, .fini = remove_dir,
+     .timeout = 60) {
+    make_ckpt_and_data();
+    // Both files are far above 20 KB; the limit stops them part-way.
+    expect_error_with(20 * 1024, "trace --ckpt ckpt.h5 --data data.h5 --out t.h5", "t.h5");
+    expect_error_with(20 * 1024, "quantize --ckpt ckpt.h5 --out q.h5", "q.h5");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c -e tmp -e '^t.h5$' -e '^q.h5$'", dir);
+    FILE *p = popen(cmd, "r");
+    int left = -1;
+    cr_assert(fscanf(p, "%d", &left) == 1);
+    pclose(p);
+    cr_expect_eq(left, 0, "a temporary or partial file was left behind");
+}
