@@ -72,6 +72,10 @@ int ckpt_config_read(hid_t f, Config *c, const char *path) {
         return NSA_ERR;
     }
     hid_t g = H5Gopen2(f, "config", H5P_DEFAULT);
+    if (g < 0) {
+        nsa_error("%s: /config is not a group (corrupt file?)", path);
+        return NSA_ERR;
+    }
     int rc = NSA_OK;
     for (int i = 0; i < cfg_n_keys && rc == NSA_OK; i++) {
         const CfgKey *k = &cfg_keys[i];

@@ -572,3 +572,13 @@ Test(hostile, full_disk_while_writing_a_trace_or_quantized_checkpoint, .init = m
     pclose(p);
     cr_expect_eq(left, 0, "a temporary or partial file was left behind");
 }
+
+Test(hostile, latest_names_only_a_checkpoint_of_its_run, .init = make_dir, .fini = remove_dir, .timeout = 60) {
+    write_text("text.txt", 60000);
+    must_run("prepare --text text.txt --out data.h5");
+    must_run("init --config tiny --out outside.h5");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/run && echo ../outside.h5 > %s/run/latest", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_error("train --resume run --set data=data.h5", "latest");
+}

@@ -130,6 +130,11 @@ int rundir_latest_ckpt(const char *dir, char *path, size_t size) {
         fclose(f);
         name[strcspn(name, "\r\n")] = 0;
     }
+    if (name[0] && !is_ckpt_name(name)) {
+        // `latest` is one of ours: anything else (a path, "../x") is not followed.
+        nsa_error("cannot resume: %s/latest names '%.64s', not a ckpt_<step>.h5 of this run", dir, name);
+        return NSA_ERR;
+    }
     if (!name[0]) {  // no `latest` (killed before the first one): the newest complete file
         char **names;
         int n = list_ckpts(dir, &names);
