@@ -50,13 +50,16 @@ runs=$(grep -o 'exec/s: [0-9]*\|#[0-9]*' "$log" | sed -n 's/^#//p' | tail -1)
 echo "fuzz $t: ~${runs:-?} executions in $secs s, $(grep -o 'cov: [0-9]*' "$log" | tail -1) edges"
 ours=0 theirs=0
 for f in $(find "build-fuzz/found-$t" -type f -newer "$stamp" | sort); do
-  # The culprit: the first frame that is neither the fuzzer, a sanitizer nor libc.
-  frame=$("$bin" -timeout=30 -rss_limit_mb=2560 -malloc_limit_mb=2048 "$f" 2>&1 |
-    grep -E '^ +#[0-9]+ ' | grep -v -E 'fuzzer::|__sanitizer|__asan|__ubsan|libc\.so|_start|interceptor|in (malloc|calloc|realloc|free|strdup|strlen|memcpy|memmove|memset|strcpy) ' |
-    head -1 | sed 's/^ *#[0-9]* 0x[0-9a-f]* in //')
+  # The culprit: the innermost frame in libhdf5 or in this tree's sources (fuzzer, sanitizer
+  # and libc frames in between are skipped); a report without a stack (a UBSan line, a
+  # leak, an allocation over the limit) is ours.
+  report=$("$bin" -timeout=30 -rss_limit_mb=2560 -malloc_limit_mb=2048 "$f" 2>&1)
+  frame=$(printf '%s\n' "$report" | grep -E '^ +#[0-9]+ ' | grep -E "libhdf5|$PWD/[a-z]+/[^ :]+\.[ch]:" | head -1 |
+    sed 's/^ *#[0-9]* 0x[0-9a-f]* in //')
+  [ -n "$frame" ] || frame=$(printf '%s\n' "$report" | grep -m1 -E 'runtime error|ERROR:|SUMMARY:')
   case "$frame" in
     *libhdf5*) theirs=$((theirs + 1)); echo "  libhdf5: $(basename "$f"): $frame" ;;
-    *) ours=$((ours + 1)); echo "  NSA:     $(basename "$f"): ${frame:-no stack}" ;;
+    *) ours=$((ours + 1)); echo "  NSA:     $(basename "$f"): ${frame:-no report}" ;;
   esac
 done
 rm -f "$stamp"
