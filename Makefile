@@ -16,8 +16,12 @@ OPT ?= -O3 -march=native
 SAN ?=
 HDF5_CFLAGS := $(shell pkg-config --cflags hdf5-serial 2>/dev/null || echo -I/usr/include/hdf5/serial)
 HDF5_LIBS := $(shell pkg-config --libs hdf5-serial 2>/dev/null || echo -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5)
-CFLAGS := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(HDF5_CFLAGS) $(SAN) -MMD -MP
-LDLIBS := $(HDF5_LIBS) -lopenblas -lm
+# OpenMPI (train/dist.c): linked always, initialised only under mpirun.
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || echo -I/usr/lib/x86_64-linux-gnu/openmpi/include)
+MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || echo -L/usr/lib/x86_64-linux-gnu/openmpi/lib -lmpi)
+CFLAGS := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(HDF5_CFLAGS) $(MPI_CFLAGS) $(SAN) \
+          -MMD -MP
+LDLIBS := $(HDF5_LIBS) $(MPI_LIBS) -lopenblas -lm
 LDFLAGS := -fopenmp $(SAN)
 
 # cmd/ joins the library (tests call the commands in-process) except main.c, the binary's entry.

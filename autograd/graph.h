@@ -48,7 +48,8 @@ typedef struct {
     const char *volatile spin_op;
 } Watch;
 
-enum { WATCH_IDLE = 0, WATCH_FORWARD, WATCH_BACKWARD, WATCH_OPTIMIZER, WATCH_EVAL };
+// WATCH_COMM: waiting in a collective for the other ranks of an MPI job (train/dist.h).
+enum { WATCH_IDLE = 0, WATCH_FORWARD, WATCH_BACKWARD, WATCH_OPTIMIZER, WATCH_EVAL, WATCH_COMM };
 
 typedef struct Graph {
     Arena *arena;                    // activations and gradients of this step

@@ -8,15 +8,19 @@
 #include "data/path.h"
 #include "eval/bench.h"
 #include "eval/bench_q4k.h"
+#include "eval/bench_decode.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 
 static const char usage[] =
-    "usage: nsa bench [kernels|q4k]\n"
+    "usage: nsa bench [kernels|q4k|decode]\n"
     "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
     "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
     "  q4k: read bandwidth, Q4_K matvec on a matrix far larger than the LLC (GB/s vs that\n"
     "  bandwidth, vs float32 sgemv) and Q4_K matmul with 512 rows vs float32 sgemm.\n"
+    "  decode: decode tokens/s of NSA vs dense layers (small dimensions, seq_len 32768, random\n"
+    "  init) at batch 1 and 8 and contexts 1k, 8k, 32k, and bytes read per step against the\n"
+    "  measured copy bandwidth.\n"
     "  Training-step and memory measurements: scripts/bench-ckpt.sh (make bench).\n";
 
 enum { O_HELP = 1, O_WHAT };
@@ -47,6 +51,7 @@ int cmd_bench(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(what, "q4k")) return bench_q4k_run(stdout) == NSA_OK ? 0 : 1;
+    if (!strcmp(what, "decode")) return bench_decode() == NSA_OK ? 0 : 1;
     if (strcmp(what, "kernels")) {
         nsa_error("unknown benchmark '%s' (nsa bench --help)", what);
         return 2;

@@ -9,6 +9,7 @@
 #include "cmd/cmd.h"
 #include "data/checkpoint.h"
 #include "kernels/common.h"
+#include "train/dist.h"
 #include "train/loop.h"
 #include "train/rundir.h"
 #include "train/trainer.h"
@@ -30,7 +31,9 @@ static void usage(FILE *f) {
             "  log.jsonl, ckpt_<step>.h5 every ckpt_every steps and at the end, and `latest`.\n"
             "  --resume continues the newest checkpoint of RUN_DIR bit-exactly; --set may change\n"
             "  training keys (e.g. steps), not model keys. --stop-at STEP stops (with a checkpoint)\n"
-            "  after STEP without changing the schedule. SIGINT/SIGTERM finish the step, save, exit 0.\n"
+            "  after STEP without changing the schedule. SIGINT/SIGTERM/SIGUSR1 finish the step, save,\n"
+            "  exit 0. Under `mpirun -np N` the ranks split each step's grad_accum micro-batches\n"
+            "  (a multiple of N) with the same results as one process; rank 0 writes RUN_DIR.\n"
             "  --quiet prints nothing on stdout (log.jsonl is written as always).\n"
             "  Keys:");
     for (int i = 0; i < cfg_n_keys; i++) fprintf(f, "%s%s", i % 8 == 0 ? "\n    " : " ", cfg_keys[i].name);
@@ -111,11 +114,28 @@ static int resolve(Config *c, char *ckpt, size_t size, const TrainArgs *a) {
 int cmd_train(int argc, char **argv) {
     TrainArgs a = {NULL, NULL, NULL, {0}, -1, 0, 0};
     int rc = parse(&a, argc, argv);
-    if (rc == CMD_GO) {
+    Dist d;
+    if (rc == CMD_GO && dist_init(&d) != NSA_OK) rc = 1;
+    else if (rc == CMD_GO) {
         Config c;
         char ckpt[NSA_PATH_MAX];
-        TrainOpts o = {a.resume ? ckpt : NULL, a.stop_at, a.quiet};
-        rc = resolve(&c, ckpt, sizeof ckpt, &a) == NSA_OK && train_run(&c, &o) == NSA_OK ? 0 : 1;
+        TrainOpts o = {a.resume ? ckpt : NULL, a.stop_at, a.quiet, &d};
+        int agreed = 0;  // every rank failed at the same place, before any collective
+        rc = resolve(&c, ckpt, sizeof ckpt, &a) == NSA_OK ? 0 : 1;
+        if (rc == 0 && d.size > 1 && c.grad_accum % d.size != 0) {
+            // Decided from the same config on every rank, so no rank waits for another and the
+            // job ends without MPI_Abort (whose teardown can drop the error line).
+            if (d.rank == 0)
+                nsa_error("grad_accum %lld is not a multiple of the %d ranks: each rank takes whole "
+                          "micro-batches of the batch_size x grad_accum windows of a step (set grad_accum to a "
+                          "multiple of %d)",
+                          (long long)c.grad_accum, d.size, d.size);
+            rc = 1, agreed = 1;
+        }
+        if (rc == 0) rc = train_run(&c, &o) == NSA_OK ? 0 : 1;
+        // After an error on one rank the others may wait in a collective forever: end them.
+        if (rc != 0 && d.size > 1 && !agreed) dist_abort(&d, rc);
+        dist_finalize(&d);
     }
     arglist_free(&a.sets);
     return rc;

@@ -16,9 +16,7 @@ size_t nsa_select_work_bytes(const NsaShape *s) {
     return (size_t)NSA_SELECT_SLOTS * ((size_t)gr.qb * nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
 }
 
-// Top-n selection of position t from pg [Nc], the group's summed p_cmp; ps [Ns] is scratch.
-static void select_from_scores(int32_t *out, const float *pg, float *ps, int t,
-                               const NsaShape *s) {
+void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;
     const int nvis = nsa_cmp_visible(s, nsa_n_cmp(s), t);
     // Eq. 9: selection block j gathers the compressed blocks that overlap it. (Eq. 10 sums
@@ -98,8 +96,8 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                 }
             }
             for (int i = 0; i < nt; i++)
-                select_from_scores(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc,
-                                   ps, t0 + i, s);
+                nsa_select_top(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, ps,
+                               t0 + i, s);
         }
     }
 }

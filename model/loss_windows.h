@@ -18,5 +18,9 @@
 // WATCH_EVAL phase (the deadline is per forward, as in training).
 double model_loss_windows(Model *m, Graph *g, const uint16_t *ids, int64_t n, int T, int W, int32_t *tok,
                           int32_t *tgt);
+// The loss of window w alone: model_loss_windows is the mean of these, added in w order as
+// doubles, so a caller that splits the windows (train/, over MPI ranks) can get its bits.
+float model_loss_window(Model *m, Graph *g, const uint16_t *ids, int64_t n, int T, int W, int w, int32_t *tok,
+                        int32_t *tgt);
 
 #endif

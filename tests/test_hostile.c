@@ -524,6 +524,13 @@ Test(hostile, overflowing_activations_stop_eval_and_generate, .init = make_dir, 
     for (int i = 0; i < 64; i++) w[i] = 3e38f;
     rewrite_param("ckpt.h5", "norm.weight", H5T_NATIVE_FLOAT, w);
     expect_error("generate --ckpt ckpt.h5 --prompt In --max-tokens 4", "not finite");
+    expect_error("generate --ckpt ckpt.h5 --prompt In --max-tokens 4 --no-cache", "not finite");
+    char prompts[300];
+    path_of(prompts, sizeof prompts, "prompts.txt");
+    FILE *f = fopen(prompts, "w");
+    fputs("In the\nAnd God\n", f);
+    fclose(f);
+    expect_error("generate --ckpt ckpt.h5 --prompts prompts.txt --max-tokens 4", "not finite");
     expect_error("eval --ckpt ckpt.h5 --data data.h5 --windows 2", "not finite");
 }
 

@@ -202,3 +202,54 @@ Test(quant, q4k_file_is_refused_by_train_and_trace) {
     rc = tu_run(err, sizeof err, "eval --ckpt %s --data %s --quant q8_0", ckpt, data);
     TU_ASSERT_ONE_LINE_ERROR(rc, err, "--quant");
 }
+
+// Runs `nsa generate ARGS` and returns its stdout (malloc'd); fails the test on error.
+static char *generate_out(const char *args) {
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s generate %s 2>/dev/null", tu_bin(), args);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    char *out = calloc(1, 65536);
+    size_t got = fread(out, 1, 65535, p);
+    out[got] = 0;
+    cr_assert_eq(pclose(p), 0, "nsa generate %s failed", args);
+    return out;
+}
+
+// Generation on Q4_K weights runs through the same engine and matmul interface: the KV
+// cache agrees with full recompute, a quantized file with in-memory quantization, and a
+// batch of prompts with one at a time (the "seconds" field aside).
+Test(quant, generate_q4k_cache_file_and_batch_agree) {
+    char err[4096], args[1200];
+    cr_assert_eq(tu_run(err, sizeof err, "quantize --ckpt %s --out %s --quiet", ckpt, qfile), 0, "%s", err);
+    const char *prompt = "'In the beginning God created the heaven and the earth. And'";
+    snprintf(args, sizeof args, "--ckpt %s --quant q4_k --prompt %s --max-tokens 40", ckpt, prompt);
+    char *cached = generate_out(args);
+    snprintf(args, sizeof args, "--ckpt %s --quant q4_k --prompt %s --max-tokens 40 --no-cache", ckpt, prompt);
+    char *full = generate_out(args);
+    snprintf(args, sizeof args, "--ckpt %s --prompt %s --max-tokens 40", qfile, prompt);
+    char *file = generate_out(args);
+    snprintf(args, sizeof args, "--ckpt %s --prompt %s --max-tokens 40", ckpt, prompt);
+    char *f32 = generate_out(args);
+    cr_expect_str_eq(cached, full, "Q4_K: cache '%s' vs full recompute '%s'", cached, full);
+    cr_expect_str_eq(cached, file, "Q4_K: in memory '%s' vs quantized file '%s'", cached, file);
+    cr_expect(strlen(cached) > 60, "no text: '%s'", cached);
+    (void)f32;  // float32 text may differ from Q4_K's; it is generated to show both run.
+    free(cached), free(full), free(file), free(f32);
+
+    char prompts[400];
+    snprintf(prompts, sizeof prompts, "%s/prompts.txt", dir);
+    FILE *f = fopen(prompts, "w");
+    fputs("And God said\nIn the beginning\nThe LORD is my shepherd; I shall not want.\nA\nBlessed are\n", f);
+    fclose(f);
+    char *outs[2];
+    for (int b = 0; b < 2; b++) {
+        snprintf(args, sizeof args, "--ckpt %s --prompts %s --max-tokens 12 --batch %d", qfile, prompts, b ? 3 : 1);
+        outs[b] = generate_out(args);
+        // Drop the timing fields so that only the text is compared.
+        for (char *s = strstr(outs[b], "\"seconds\":"); s; s = strstr(s + 1, "\"seconds\":"))
+            for (char *e = s + 10; *e && *e != '}' && *e != ','; e++) *e = ' ';
+    }
+    cr_expect_str_eq(outs[0], outs[1], "Q4_K --batch 1 vs --batch 3 differ");
+    free(outs[0]), free(outs[1]);
+}

@@ -75,6 +75,7 @@ int trainlog_step(TrainLog *l, const StepStats *s, const Progress *p) {
     json_num(l->f, "grad_norm", s->grad_norm, "%.9g");
     json_num(l->f, "tokens_per_s", p->tokens_per_s, "%.1f");
     json_num(l->f, "step_s", s->seconds, "%.4f");
+    json_num(l->f, "comm_s", s->comm_s, "%.4f");
     json_num(l->f, "elapsed_s", p->elapsed_s, "%.2f");
     if (s->skipped) fputs(",\"skipped\":true", l->f);
     if (finish_record(l) != NSA_OK) return NSA_ERR;

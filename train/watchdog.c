@@ -42,6 +42,7 @@ static const char *phase_name(int phase) {
     case WATCH_BACKWARD: return "backward";
     case WATCH_OPTIMIZER: return "optimiser step";
     case WATCH_EVAL: return "eval";
+    case WATCH_COMM: return "communication with the other ranks";
     default: return "idle";
     }
 }
