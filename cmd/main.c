@@ -1,5 +1,6 @@
 // main.c: the `nsa` binary: picks the CPU kernels, then hands the arguments to the command
 // named first (cmd/cmd.h); the only place that exits.
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // A file-size limit (ulimit -f) would otherwise kill nsa mid-write with SIGXFSZ; ignored,
+    // the write fails with EFBIG like a full disk: one error line, the temporary removed.
+    signal(SIGXFSZ, SIG_IGN);
     cpu_setup(argc, argv);
     if (q4k_setup() != NSA_OK) return 1;  // a bad NSA_Q4K_PATH is a one-line error
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

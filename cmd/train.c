@@ -77,8 +77,12 @@ static int parse(TrainArgs *a, int argc, char **argv) {
         nsa_error("--name picks a new run directory; with --resume the run directory is RUN_DIR");
         return 2;
     }
-    if (a->name && (!*a->name || strchr(a->name, '/') || strlen(a->name) > 200)) {
-        nsa_error("--name must be a plain directory name, got '%s'", a->name);
+    // runs/NAME must stay inside runs/: no separator, no "." or "..", and nothing hidden or
+    // that a later command would read as an option.
+    if (a->name && (!*a->name || strchr(a->name, '/') || a->name[0] == '.' || a->name[0] == '-' ||
+                    strlen(a->name) > 200)) {
+        nsa_error("--name must be a plain directory name (no '/', not starting with '.' or '-', at most 200 "
+                  "characters), got '%s'", a->name);
         return 2;
     }
     return CMD_GO;
@@ -99,7 +103,7 @@ static int resolve(Config *c, char *ckpt, size_t size, const TrainArgs *a) {
     Config file_cfg = *c;
     for (int i = 0; i < a->sets.n; i++)
         if (config_set(c, a->sets.v[i]) != NSA_OK) return NSA_ERR;
-    if (a->name) snprintf(c->run_dir, sizeof c->run_dir, "runs/%s", a->name);
+    if (a->name && path_fmt(c->run_dir, sizeof c->run_dir, "runs/%s", a->name) != NSA_OK) return NSA_ERR;
     if (a->resume && path_fmt(c->run_dir, sizeof c->run_dir, "%s", a->resume) != NSA_OK) return NSA_ERR;
     if (a->step_timeout >= 0) c->step_timeout = a->step_timeout;
     if (config_validate(c) != NSA_OK) return NSA_ERR;

@@ -16,5 +16,9 @@ typedef struct {
 // < model_vocab too.
 int dataset_load(const char *path, int64_t model_vocab, Dataset *d);
 void dataset_free(Dataset *d);
+// The most tokens one split may hold: 2^34 (32 GiB of uint16), and no more than half of
+// this machine's memory. dataset_load checks a split's declared size against it before
+// allocating anything, and that every token is really stored in the file.
+int64_t dataset_max_tokens(void);
 
 #endif

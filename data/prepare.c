@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "data/dataset.h"
 #include "data/h5.h"
 
 int dataset_prepare(const char *text_path, const char *out_path, double val_fraction, int64_t *n_train_out,
@@ -26,6 +27,13 @@ int dataset_prepare(const char *text_path, const char *out_path, double val_frac
     size_t got;
     while ((got = fread(buf + n, 1, cap - n, in)) > 0) {
         n += got;
+        if (n == cap && (int64_t)n >= dataset_max_tokens()) {
+            nsa_error("%s: more than %lld bytes; a dataset holds at most that many tokens per split", text_path,
+                      (long long)dataset_max_tokens());
+            free(buf);
+            fclose(in);
+            return NSA_ERR;
+        }
         if (n == cap) {
             unsigned char *bigger = nsa_malloc(cap * 2);
             memcpy(bigger, buf, n);
@@ -34,7 +42,13 @@ int dataset_prepare(const char *text_path, const char *out_path, double val_frac
             cap *= 2;
         }
     }
+    int read_error = ferror(in);
     fclose(in);
+    if (read_error) {
+        nsa_error("cannot read %s: %s", text_path, strerror(errno));
+        free(buf);
+        return NSA_ERR;
+    }
     int64_t n_val = (int64_t)((double)n * val_fraction);
     if (n < 16 || n_val < 2 || (int64_t)n - n_val < 2) {
         nsa_error("%s: %zu bytes is too little text to split into train and val", text_path, n);
@@ -50,23 +64,15 @@ int dataset_prepare(const char *text_path, const char *out_path, double val_frac
         free(tok);
         return NSA_ERR;
     }
-    int rc = NSA_OK;
     int64_t n_train = (int64_t)n - n_val;
-    for (int k = 0; k < 2 && rc == NSA_OK; k++) {
-        hsize_t d = (hsize_t)(k ? n_val : n_train);
-        hid_t s = H5Screate_simple(1, &d, NULL);
-        hid_t ds = H5Dcreate2(f, k ? "val" : "train", H5T_STD_U16LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, H5P_DEFAULT, tok + (k ? n_train : 0)) < 0)
-            rc = NSA_ERR;
-        if (ds >= 0) H5Dclose(ds);
-        H5Sclose(s);
-    }
+    int64_t shape[2] = {n_train, n_val};
+    int rc = h5_write_u16(f, "train", tok, 1, &shape[0]);
+    if (rc == NSA_OK) rc = h5_write_u16(f, "val", tok + n_train, 1, &shape[1]);
     if (rc == NSA_OK) rc = h5_attr_i64(f, "vocab_size", 256);
     if (rc == NSA_OK) rc = h5_attr_str(f, "tokenizer", "bytes");
     free(tok);
     if (rc != NSA_OK) {
         h5_abort(f, &a);
-        nsa_error("cannot write %s", out_path);
         return NSA_ERR;
     }
     if (h5_commit(f, &a) != NSA_OK) return NSA_ERR;

@@ -49,7 +49,6 @@ int q4k_file_save(const char *path, const Model *m) {
     if (gp >= 0) H5Gclose(gp);
     if (rc != NSA_OK) {
         h5_abort(f, &a);
-        nsa_error("cannot write quantized checkpoint %s", path);
         return NSA_ERR;
     }
     return h5_commit(f, &a);
@@ -62,17 +61,17 @@ static int read_q4k(hid_t gq, const Param *p, uint8_t *q, const char *path) {
         nsa_error("%s: missing /q4k/%s (the config quantizes it)", path, p->name);
         return NSA_ERR;
     }
-    hid_t ds = H5Dopen2(gq, p->name, H5P_DEFAULT);
-    if (ds < 0) {
-        nsa_error("%s: cannot open /q4k/%s", path, p->name);
-        return NSA_ERR;
-    }
+    char what[NSA_PATH_MAX + 16];
+    snprintf(what, sizeof what, "%s /q4k", path);
+    hid_t ds = h5_open_dataset(gq, p->name, what);
+    if (ds < 0) return NSA_ERR;
     int rc = NSA_ERR;
     hid_t t = H5Dget_type(ds), s = H5Dget_space(ds);
     hsize_t d[2] = {0, 0};
     int nd = H5Sget_simple_extent_ndims(s);
     if (nd == 2) H5Sget_simple_extent_dims(s, d, NULL);
     int64_t a_rows = -1, a_cols = -1;
+    int r_rows = 0, r_cols = 0;
     if (H5Tget_class(t) != H5T_INTEGER || H5Tget_size(t) != 1 || H5Tget_sign(t) != H5T_SGN_NONE) {
         nsa_error("%s: /q4k/%s is not uint8 block data", path, p->name);
     } else if (nd != 2 || d[0] != (hsize_t)rows || d[1] != (hsize_t)rb) {
@@ -80,12 +79,18 @@ static int read_q4k(hid_t gq, const Param *p, uint8_t *q, const char *path) {
                   "(truncated block data or config and weights disagree)",
                   path, p->name, (unsigned long long)d[0], (unsigned long long)(nd == 2 ? d[1] : 0),
                   (long long)rows, (long long)cols, (long long)rows, (long long)rb);
-    } else if (h5_read_attr_i64(ds, "rows", &a_rows) != 0 || h5_read_attr_i64(ds, "cols", &a_cols) != 0 ||
-               a_rows != rows || a_cols != cols) {
+    } else if ((r_rows = h5_read_attr_i64(ds, "rows", &a_rows)) < 0 ||
+               (r_cols = h5_read_attr_i64(ds, "cols", &a_cols)) < 0) {
+        // h5_read_attr_i64 named the attribute and the problem
+    } else if (r_rows || r_cols || a_rows != rows || a_cols != cols) {
         nsa_error("%s: /q4k/%s: attributes rows %lld, cols %lld disagree with the config's [%lld, %lld]", path,
                   p->name, (long long)a_rows, (long long)a_cols, (long long)rows, (long long)cols);
-    } else if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, q) < 0) {
-        nsa_error("%s: cannot read /q4k/%s (corrupt file or checksum mismatch)", path, p->name);
+    } else if (h5_check_storage(ds, what, p->name) != NSA_OK) {
+        // h5_check_storage said why
+    } else if (h5_read_all(ds, H5T_NATIVE_UINT8, q, NULL) != NSA_OK) {
+        char why[200];
+        h5_last_error(why, sizeof why);
+        nsa_error("%s: cannot read /q4k/%s (corrupt file: %s)", path, p->name, why[0] ? why : "HDF5 error");
     } else {
         rc = NSA_OK;
         // Every block's d and dmin (two IEEE halves) must be finite, or the weights are not.
@@ -136,6 +141,21 @@ int q4k_file_load(const char *path, Model *m) {
         nsa_error("%s: a quantized checkpoint needs /q4k and /params", path);
         rc = NSA_ERR;
     }
+    if (rc == NSA_OK) {
+        // As ckpt_load: allocate only for a config the file backs with stored bytes. A Q4_K
+        // matrix takes at least 144/256 bytes per weight, a float tensor 4.
+        char what[NSA_PATH_MAX + 16];
+        snprintf(what, sizeof what, "%s /q4k", path);
+        int64_t q = ckpt_stored_bytes(f, "q4k", what);
+        snprintf(what, sizeof what, "%s /params", path);
+        int64_t p = q < 0 ? -1 : ckpt_stored_bytes(f, "params", what), need = config_n_params(&c) / 256 * 144;
+        if (q < 0 || p < 0) rc = NSA_ERR;
+        else if (q + p < need) {
+            nsa_error("%s: /q4k and /params store %lld bytes, the config's shapes need at least %lld (config and "
+                      "weights disagree)", path, (long long)(q + p), (long long)need);
+            rc = NSA_ERR;
+        }
+    }
     if (rc != NSA_OK) {
         H5Fclose(f);
         return NSA_ERR;
@@ -146,6 +166,10 @@ int q4k_file_load(const char *path, Model *m) {
     m->q4k_data = nsa_malloc((size_t)(total > 0 ? total : 1));
     m->q4k_bytes = total;
     hid_t gq = H5Gopen2(f, "q4k", H5P_DEFAULT), gp = H5Gopen2(f, "params", H5P_DEFAULT);
+    if (gq < 0 || gp < 0) {
+        nsa_error("%s: cannot open /q4k and /params as groups (corrupt file?)", path);
+        rc = NSA_ERR;
+    }
     int64_t off = 0;
     for (int i = 0; i < m->n_params && rc == NSA_OK; i++) {
         Param *p = &m->params[i];
@@ -165,8 +189,10 @@ int q4k_file_load(const char *path, Model *m) {
         H5Literate(k ? gp : gq, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, check_known, &kn);
         if (kn.bad) rc = NSA_ERR;
     }
-    H5Gclose(gq);
-    H5Gclose(gp);
+    // The float tensors (norms, gate biases, embeddings left in float) must be finite too.
+    if (rc == NSA_OK) rc = ckpt_check_finite(m, m->data, "params", 0, path);
+    if (gq >= 0) H5Gclose(gq);
+    if (gp >= 0) H5Gclose(gp);
     H5Fclose(f);
     if (rc != NSA_OK) model_free(m);
     return rc;

@@ -1,6 +1,7 @@
 // engine.c: see engine.h.
 #include "eval/engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,6 +153,11 @@ static void take_token(Engine *e, EngineSeq *s, const float *z) {
     const int64_t V = c->vocab_size;
     const int k = s->n_tokens - s->n_prompt;
     if (s->logits) memcpy(s->logits + (size_t)k * V, z, (size_t)V * sizeof(float));
+    for (int64_t j = 0; j < V; j++)
+        if (!isfinite(z[j])) {
+            finish(e, s, FINISH_NONFINITE);  // any token drawn from them would be noise
+            return;
+        }
     s->tokens[s->n_tokens++] = sample_token(z, V, s->temperature, &s->rng);
     if (s->n_tokens - s->n_prompt == s->max_tokens) finish(e, s, FINISH_LENGTH);
     else if (s->kv.len == c->seq_len) finish(e, s, FINISH_CONTEXT);

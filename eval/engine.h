@@ -16,6 +16,7 @@ typedef enum {
     FINISH_LENGTH,   // max_tokens generated
     FINISH_CONTEXT,  // the cache reached seq_len (the RoPE table's end): no position is left to feed
     FINISH_REFUSED,  // could not get pages while nothing else was running (sessions hold the rest)
+    FINISH_NONFINITE,  // the logits were not finite (an activation overflowed): no token drawn from them
 } FinishReason;
 
 typedef struct {

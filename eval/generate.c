@@ -19,7 +19,11 @@ int32_t generate_next(Model *m, Graph *g, const int32_t *ids, int n, double temp
     graph_reset(g);
     model_forward(m, g, ids, NULL, 1, n, &fo, &f);
     const int64_t V = m->cfg.vocab_size;
-    int32_t tok = sample_token(f.logits->data + (int64_t)(n - 1) * V, V, temperature, rng);
+    const float *z = f.logits->data + (int64_t)(n - 1) * V;
+    int64_t j = 0;
+    while (j < V && isfinite(z[j])) j++;
+    // Weights are checked finite on loading: non-finite logits mean an activation overflowed.
+    int32_t tok = j == V ? sample_token(z, V, temperature, rng) : -1;
     graph_reset(g);
     g->record = saved_record;
     return tok;
@@ -143,7 +147,8 @@ static int32_t *prompt_ids(const char *s, size_t n, int64_t extra) {
 
 // ---------------------------------------------------------------------------- full recompute
 
-static void run_no_cache(Model *m, const Prompts *p, const GenerateOpts *o, FILE *out, int stream) {
+static int run_no_cache(Model *m, const Prompts *p, const GenerateOpts *o, FILE *out, int stream) {
+    int rc = NSA_OK;
     Arena arena;
     arena_init(&arena, 0);
     Graph g;
@@ -161,10 +166,20 @@ static void run_no_cache(Model *m, const Prompts *p, const GenerateOpts *o, FILE
                 break;
             }
             r.tokens[r.n_tokens] = generate_next(m, &g, r.tokens, r.n_tokens, o->temperature, &rng);
+            if (r.tokens[r.n_tokens] < 0) {
+                nsa_error("prompt %d: the logits at position %d are not finite (activations overflowed)", i + 1,
+                          r.n_tokens - 1);
+                rc = NSA_ERR;
+                break;
+            }
             if (stream) fputc(r.tokens[r.n_tokens] & 0xff, out), fflush(out);
             r.n_tokens++;
         }
         r.seconds = nsa_now() - t0;
+        if (rc != NSA_OK) {
+            free(r.tokens);
+            break;
+        }
         if (stream) {
             fputc('\n', out);
             if (r.finish == FINISH_CONTEXT)
@@ -177,6 +192,7 @@ static void run_no_cache(Model *m, const Prompts *p, const GenerateOpts *o, FILE
     }
     graph_free(&g);
     arena_free(&arena);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------- engine
@@ -197,7 +213,7 @@ static int run_engine(const Weights *w, const Prompts *p, const GenerateOpts *o,
         }
     }
     if (stream) fwrite(p->text[0], 1, p->len[0], out), fflush(out);
-    int printed = 0, left = p->n, streamed = (int)p->len[0];
+    int printed = 0, left = p->n, streamed = (int)p->len[0], bad = -1;
     long tokens = 0;
     const double t0 = nsa_now();
     double last_report = t0;
@@ -213,6 +229,10 @@ static int run_engine(const Weights *w, const Prompts *p, const GenerateOpts *o,
         for (; printed < p->n && engine_seq(&e, printed)->finish != FINISH_NONE; printed++) {
             const EngineSeq *s = engine_seq(&e, printed);
             if (s->finish == FINISH_REFUSED) continue;  // cannot happen without sessions; reported
+            if (s->finish == FINISH_NONFINITE) {
+                if (bad < 0) bad = printed;
+                continue;
+            }
             Result r = {s->tokens, s->n_prompt, s->n_tokens, s->finish, s->seconds};
             print_json(out, &r);
             tokens += s->n_tokens - s->n_prompt;
@@ -228,9 +248,13 @@ static int run_engine(const Weights *w, const Prompts *p, const GenerateOpts *o,
         fputc('\n', out);
         if (engine_seq(&e, 0)->finish == FINISH_CONTEXT)
             nsa_warn("stopped at the model's context length (seq_len %lld)", (long long)w->cfg.seq_len);
+        if (engine_seq(&e, 0)->finish == FINISH_NONFINITE) bad = 0;
     }
+    if (bad >= 0)
+        nsa_error("prompt %d: the logits at position %d are not finite (activations overflowed)", bad + 1,
+                  engine_seq(&e, bad)->n_tokens - 1);
     engine_free(&e);
-    return NSA_OK;
+    return bad >= 0 ? NSA_ERR : NSA_OK;
 }
 
 int generate_run(const GenerateOpts *o, FILE *out) {
@@ -249,7 +273,7 @@ int generate_run(const GenerateOpts *o, FILE *out) {
     int rc = NSA_OK;
     const int stream = o->prompts_file == NULL;
     if (o->no_cache) {
-        run_no_cache(&m, &p, o, out, stream);
+        rc = run_no_cache(&m, &p, o, out, stream);
     } else {
         Weights *w = nsa_malloc(sizeof *w);
         weights_from_model(w, &m);

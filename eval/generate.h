@@ -28,6 +28,7 @@ typedef struct {
 
 // Next token after ids[0..n), 1 <= n <= seq_len, by a full forward over them: argmax at
 // temperature 0 (ties to the lower id), else a draw from softmax(logits / temperature).
+// -1 when the logits are not finite (no token drawn from them).
 int32_t generate_next(Model *m, Graph *g, const int32_t *ids, int n, double temperature, Rng *rng);
 
 // --prompt: writes the prompt, then each new byte as it comes, then a newline, to out.

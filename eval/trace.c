@@ -22,6 +22,14 @@ int trace_run(const TraceOpts *o, TraceResult *r) {
     Dataset d;
     if (model_and_data_load(o->ckpt, o->data, &m, &d) != NSA_OK) return NSA_ERR;
     int B = o->batch, T = (int)m.cfg.seq_len;
+    int64_t logits;
+    if (nsa_mul_overflow((int64_t)B * T, m.cfg.vocab_size, &logits) || logits > TRACE_MAX_LOGITS) {
+        nsa_error("--batch %d: %d windows of %d tokens need %lld x %lld logits, more than the %lld a trace holds",
+                  B, B, T, (long long)B * T, (long long)m.cfg.vocab_size, (long long)TRACE_MAX_LOGITS);
+        dataset_free(&d);
+        model_free(&m);
+        return NSA_ERR;
+    }
     if (d.n_val < (int64_t)B * T + 1) {
         nsa_error("%s: /val has %lld tokens, a trace of %d windows of %d needs %lld", o->data,
                   (long long)d.n_val, B, T, (long long)B * T + 1);
@@ -30,11 +38,10 @@ int trace_run(const TraceOpts *o, TraceResult *r) {
         return NSA_ERR;
     }
     int32_t *tok = nsa_malloc((size_t)B * T * sizeof *tok), *tgt = nsa_malloc((size_t)B * T * sizeof *tgt);
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            tok[b * T + t] = d.val[(int64_t)b * T + t];
-            tgt[b * T + t] = d.val[(int64_t)b * T + t + 1];
-        }
+    for (int64_t i = 0; i < (int64_t)B * T; i++) {
+        tok[i] = d.val[i];
+        tgt[i] = d.val[i + 1];
+    }
     Arena arena;
     arena_init(&arena, 0);
     Graph g;

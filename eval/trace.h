@@ -21,6 +21,9 @@ typedef struct {
     int batch, seq_len;
 } TraceResult;
 
+// The most logits (batch × seq_len × vocab_size floats) a trace writes: 2^31, 8 GiB.
+#define TRACE_MAX_LOGITS ((int64_t)1 << 31)
+
 // NSA_ERR after an error line.
 int trace_run(const TraceOpts *o, TraceResult *r);
 

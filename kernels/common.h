@@ -28,6 +28,10 @@ _Noreturn void nsa_assert_fail(const char *cond, const char *file, int line);
 void *nsa_malloc_at(size_t n, const char *file, int line);
 void *nsa_calloc_at(size_t n, size_t size, const char *file, int line);
 
+// a·b into *out; 1 (and *out unspecified) if the product overflows int64. For sizes that
+// come from files and flags, before anything is allocated or indexed with them.
+static inline int nsa_mul_overflow(int64_t a, int64_t b, int64_t *out) { return __builtin_mul_overflow(a, b, out); }
+
 // Monotonic wall clock in seconds.
 double nsa_now(void);
 

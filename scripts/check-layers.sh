@@ -5,7 +5,8 @@
 #   scripts/check-layers.sh [ROOT]    (default: the repository this script is in)
 # Prints one line per offending include (file:line: ...) and exits 1; silent and 0 when
 # every include points the right way. A .c/.h file outside the known folders is an
-# error too, so a new folder must be given its place here first.
+# error too, so a new folder must be given its place here first. fuzz/ (libFuzzer targets)
+# sits on top with cmd/ and tests/.
 root=${1:-$(dirname "$0")/..}
 cd "$root" || exit 2
 
@@ -17,7 +18,7 @@ allowed() {  # the folders a file in folder $1 may include from
     data) echo "kernels autograd model data" ;;
     train) echo "kernels autograd model data train" ;;
     eval) echo "kernels autograd model data eval" ;;
-    cmd | tests) echo "*" ;;
+    cmd | tests | fuzz) echo "*" ;;
     *) echo "" ;;
   esac
 }
@@ -32,7 +33,7 @@ for f in $files; do
   esac
   ok=$(allowed "$folder")
   if [ -z "$ok" ]; then
-    echo "$f: not in a known layer folder (kernels autograd model data train eval cmd tests)"
+    echo "$f: not in a known layer folder (kernels autograd model data train eval cmd tests fuzz)"
     bad=1
     continue
   fi

@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh --train    also the KJV corpus and matplotlib for the loss plot
 #   scripts/install-deps.sh --python   also the PyTorch reference (fixture regeneration)
 set -e
-pkgs="build-essential pkg-config libopenblas-dev libhdf5-dev libcriterion-dev libopenmpi-dev openmpi-bin time"
+# clang, its runtime (libFuzzer, sanitizers) and libomp build the fuzz targets (make test).
+pkgs="build-essential pkg-config libopenblas-dev libhdf5-dev libcriterion-dev libopenmpi-dev openmpi-bin time clang libclang-rt-14-dev libomp-dev"
 case "${1:-}" in
   --train) pkgs="$pkgs bible-kjv python3-matplotlib python3-numpy" ;;
   --python) pkgs="$pkgs python3-torch python3-h5py python3-numpy python3-matplotlib" ;;

@@ -125,10 +125,13 @@ int trainlog_truncate(const char *path, int64_t step) {
         return NSA_ERR;
     }
     char line[4096];
+    int dropping = 0;  // inside a line longer than the buffer: none of ours, so dropped whole
     while (fgets(line, sizeof line, in)) {
+        int whole = strchr(line, '\n') != NULL;
+        int drop = dropping || !whole;  // !whole at EOF: cut off by a crash mid-write
+        dropping = !whole;
         const char *p = strstr(line, "\"step\":");
-        if (p && atoll(p + 7) > step) continue;
-        if (!strchr(line, '\n')) continue;  // cut off by a crash mid-write
+        if (drop || (p && strtoll(p + 7, NULL, 10) > step)) continue;
         fputs(line, a.f);
     }
     fclose(in);

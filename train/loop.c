@@ -138,20 +138,27 @@ int train_run(const Config *c, const TrainOpts *o) {
     dist_alone(&alone);
     const Dist *d = o->dist ? o->dist : &alone;
     int writer = d->rank == 0;
+    // Rank 0 alone writes the run directory, and first locks it: before anything is written
+    // there (or its temporaries are judged abandoned), since two trainers would interleave
+    // their files. A lock held elsewhere fails rank 0 only; cmd_train then ends the job.
+    int lock = -1;
+    if (writer && (rundir_create(c->run_dir) != NSA_OK || (lock = rundir_lock(c->run_dir)) < 0)) return NSA_ERR;
     if (!o->resume_ckpt && rundir_has_ckpts(c->run_dir)) {
         nsa_error("%s already holds checkpoints: continue it with --resume %s, or pick another --name", c->run_dir,
                   c->run_dir);
+        rundir_unlock(lock);
         return NSA_ERR;
     }
     Trainer t;
-    if (trainer_init(&t, c, o->resume_ckpt) != NSA_OK) return NSA_ERR;
+    if (trainer_init(&t, c, o->resume_ckpt) != NSA_OK) {
+        rundir_unlock(lock);
+        return NSA_ERR;
+    }
     TrainLog log = {0};
     log.quiet = 1;  // ranks other than 0 say nothing on stdout
     int rc = NSA_ERR;
     if (trainer_distribute(&t, d) != NSA_OK) goto done;
-    // Rank 0 alone writes the run directory.
     if (writer) {
-        if (rundir_create(c->run_dir) != NSA_OK) goto done;
         rundir_remove_tmp(c->run_dir);
         if (rundir_write_config(c->run_dir, &t.cfg) != NSA_OK) goto done;
         if (o->resume_ckpt && trainlog_truncate(t.log_path, t.st.step) != NSA_OK) goto done;
@@ -171,5 +178,6 @@ int train_run(const Config *c, const TrainOpts *o) {
 done:
     if (log.f && trainlog_close(&log) != NSA_OK) rc = NSA_ERR;
     trainer_free(&t);
+    rundir_unlock(lock);
     return rc;
 }

@@ -3,9 +3,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +30,37 @@ int rundir_create(const char *dir) {
         }
     }
     return NSA_OK;
+}
+
+int rundir_lock(const char *dir) {
+    char path[NSA_PATH_MAX];
+    if (path_fmt(path, sizeof path, "%s/lock", dir) != NSA_OK) return NSA_ERR;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        nsa_error("cannot open %s: %s", path, strerror(errno));
+        return NSA_ERR;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char pid[32] = "";
+        ssize_t n = err == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        if (err == EWOULDBLOCK)
+            nsa_error("run directory %s is in use by another nsa train (pid %s)", dir, pid[0] ? pid : "unknown");
+        else nsa_error("cannot lock %s: %s", path, strerror(err));
+        close(fd);
+        return NSA_ERR;
+    }
+    // Only informative (for the message above): a full disk must not stop the run here.
+    char text[32];
+    int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) errno = 0;
+    return fd;
+}
+
+void rundir_unlock(int fd) {
+    if (fd >= 0) close(fd);
 }
 
 static int is_ckpt_name(const char *s) {
@@ -96,6 +129,11 @@ int rundir_latest_ckpt(const char *dir, char *path, size_t size) {
         if (!fgets(name, sizeof name, f)) name[0] = 0;
         fclose(f);
         name[strcspn(name, "\r\n")] = 0;
+    }
+    if (name[0] && !is_ckpt_name(name)) {
+        // `latest` is one of ours: anything else (a path, "../x") is not followed.
+        nsa_error("cannot resume: %s/latest names '%.64s', not a ckpt_<step>.h5 of this run", dir, name);
+        return NSA_ERR;
     }
     if (!name[0]) {  // no `latest` (killed before the first one): the newest complete file
         char **names;

@@ -12,6 +12,12 @@
 
 // Creates dir and its parents as needed.
 int rundir_create(const char *dir);
+// Takes dir/lock (flock, exclusive) for as long as the returned descriptor stays open, and
+// writes this process's id into it; a second trainer gets NSA_ERR after "run directory DIR
+// is in use by another nsa train (pid N)". The kernel drops the lock when its holder
+// exits, however it exits, so a killed run never leaves a stale lock behind.
+int rundir_lock(const char *dir);
+void rundir_unlock(int fd);
 // 1 if dir holds at least one checkpoint file (a run to continue, not to overwrite).
 int rundir_has_ckpts(const char *dir);
 // Path of the newest checkpoint (from `latest`, else the newest ckpt_*.h5); NSA_ERR with a
