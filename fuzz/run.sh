@@ -24,6 +24,11 @@ log=build-fuzz/fuzz_$t.log
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1
 export LSAN_OPTIONS=suppressions=fuzz/lsan.supp UBSAN_OPTIONS=print_stacktrace=1
 export OMP_NUM_THREADS=1  # one core per fuzzer; results do not depend on it
+shm=/dev/shm
+[ -w $shm ] || shm=/tmp
+NSA_FUZZ_TMPDIR=$(mktemp -d $shm/nsa_fuzz.XXXXXX) || exit 2
+export NSA_FUZZ_TMPDIR
+trap 'rm -rf "$NSA_FUZZ_TMPDIR"' EXIT
 opts="-close_fd_mask=2 -rss_limit_mb=2560 -malloc_limit_mb=2048 -timeout=30 -print_final_stats=1"
 
 if [ "$mode" = test ]; then
