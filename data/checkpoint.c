@@ -119,9 +119,26 @@ typedef struct {
     int64_t bytes;  // -1 after an error line
 } Stored;
 
+// 1 if name could be a tensor's: printable ASCII without '/'. Names from a file reach error
+// lines only after this check, so a hostile one cannot write control bytes to a terminal.
+static int plain_name(const char *name) {
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        if (*c <= ' ' || *c >= 0x7f || *c == '/') return 0;
+    return *name != 0;
+}
+
 static herr_t add_stored(hid_t g, const char *name, const H5L_info_t *info, void *op) {
     (void)info;
     Stored *st = op;
+    if (!plain_name(name)) {
+        char shown[64];
+        size_t i = 0;
+        for (; name[i] && i < sizeof shown - 1; i++) shown[i] = plain_name((char[]){name[i], 0}) ? name[i] : '?';
+        shown[i] = 0;
+        nsa_error("%s: entry '%s' is not a tensor name (corrupt file?)", st->what, shown);
+        st->bytes = -1;
+        return 1;
+    }
     hid_t ds = h5_open_dataset(g, name, st->what);
     int ok = ds >= 0 && h5_check_storage(ds, st->what, name) == NSA_OK;
     if (ok) {

@@ -12,8 +12,11 @@ static void remove_file(void) { unlink(path); }
 
 const char *memfile_path(const uint8_t *data, size_t size) {
     if (!path[0]) {
-        snprintf(path, sizeof path, "%s/nsa_fuzz_%ld.bin", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp",
-                 (long)getpid());
+        // fuzz/run.sh names a directory it removes afterwards: a crashing input ends the
+        // process before atexit can remove the file.
+        const char *dir = getenv("NSA_FUZZ_TMPDIR");
+        if (!dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(path, sizeof path, "%.40s/nsa_fuzz_%ld.bin", dir, (long)getpid());
         atexit(remove_file);
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);

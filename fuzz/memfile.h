@@ -1,7 +1,8 @@
 // memfile.h: a fuzz input as a file path, without touching the disk: the bytes go into a
-// file on tmpfs (/dev/shm, else /tmp), so the loaders are driven through exactly the
-// path-based calls the program makes (access, H5Fis_hdf5, H5Fopen, fopen). A memfd's
-// /proc/self/fd/N name would not do: HDF5 resolves a file's real path, which a memfd lacks.
+// file on tmpfs ($NSA_FUZZ_TMPDIR, else /dev/shm, else /tmp), so the loaders are driven
+// through exactly the path-based calls the program makes (access, H5Fis_hdf5, H5Fopen,
+// fopen). A memfd's /proc/self/fd/N name would not do: HDF5 resolves a file's real path,
+// which a memfd lacks.
 #ifndef NSA_FUZZ_MEMFILE_H
 #define NSA_FUZZ_MEMFILE_H
 
