@@ -2,23 +2,13 @@
 // is built from (shared with the NSA kernels, nsa_*.c).
 #include "kernels/attention.h"
 
+#include "kernels/attn_lanes.h"
 #include "kernels/common.h"
+
+#define L ATTN_L
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
-
-// Every kernel below is always_inline with Dh as a parameter; the exported wrappers call
-// it with a literal Dh for the usual head sizes so gcc unrolls those loops completely, and
-// with the run-time Dh otherwise.
-#define DISPATCH_DH(Dh, call)                              \
-    switch (Dh) {                                          \
-    case 16: { const int Dh_ = 16; call; break; }          \
-    case 32: { const int Dh_ = 32; call; break; }          \
-    case 64: { const int Dh_ = 64; call; break; }          \
-    case 128: { const int Dh_ = 128; call; break; }        \
-    default: { const int Dh_ = Dh; call; break; }          \
-    }
-#define KERNEL static inline __attribute__((always_inline)) void
 
 static inline float dotf(const float *a, const float *b, int n) {
     float s = 0.0f;
@@ -62,84 +52,6 @@ void attn_grid_tile(AttnTile *tl, int *b, int *g, long task, const AttnGrid *gr)
     const int t0 = qbi * gr->qb, h0 = hc * gr->hb;
     attn_tile_rows(tl, *b, gr->T, gr->H, t0, NULL, imin(gr->qb, gr->T - t0), *g * rep + h0,
                    imin(gr->hb, rep - h0));
-}
-
-// The 64-lane building blocks. "Lanes" are the rows of a query tile or the keys of a key
-// block; an [Dh][L] array holds one vector of Dh floats per lane, transposed.
-#define L 64
-_Static_assert(ATTN_ROWS == L && ATTN_KEYS == L, "tile kernels assume 64 lanes");
-
-// XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes.
-KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
-    for (int l = 0; l < L; l++) {
-        if (l < n)
-            for (int e = 0; e < Dh; e++) XT[e * L + l] = rows[l][e] * mul;
-        else
-            for (int e = 0; e < Dh; e++) XT[e * L + l] = 0.0f;
-    }
-}
-
-// The 64 lanes are walked as LANE_V consecutive lanes times 64 / LANE_V blocks (block loop
-// inner): gcc then keeps every accumulator in a vector register and broadcasts the scalar
-// operand, where the plain 64-lane loop got stack accumulators and gathers.
-#define LANE_V 16
-
-// Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n: 64 dot products per row, four rows per pass
-// sharing the XT loads (16 vector accumulators: one load feeds four FMAs).
-KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n,
-                 int Dh) {
-    for (int i = 0; i < n; i += 4) {
-        const float *x0 = rows[i], *x1 = rows[i + 1 < n ? i + 1 : i];
-        const float *x2 = rows[i + 2 < n ? i + 2 : i], *x3 = rows[i + 3 < n ? i + 3 : i];
-        float a0[L], a1[L], a2[L], a3[L];
-        for (int l = 0; l < L; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0.0f;
-        for (int e = 0; e < Dh; e++) {
-            const float *xe = XT + e * L;
-            const float c0 = x0[e], c1 = x1[e], c2 = x2[e], c3 = x3[e];
-            for (int l = 0; l < LANE_V; l++)
-                for (int b = 0; b < L; b += LANE_V) {
-                    a0[b + l] = fmaf(xe[b + l], c0, a0[b + l]);
-                    a1[b + l] = fmaf(xe[b + l], c1, a1[b + l]);
-                    a2[b + l] = fmaf(xe[b + l], c2, a2[b + l]);
-                    a3[b + l] = fmaf(xe[b + l], c3, a3[b + l]);
-                }
-        }
-        for (int l = 0; l < L; l++) Y[i * L + l] = a0[l];
-        if (i + 1 < n)
-            for (int l = 0; l < L; l++) Y[(i + 1) * L + l] = a1[l];
-        if (i + 2 < n)
-            for (int l = 0; l < L; l++) Y[(i + 2) * L + l] = a2[l];
-        if (i + 3 < n)
-            for (int l = 0; l < L; l++) Y[(i + 3) * L + l] = a3[l];
-    }
-}
-
-// AccT[e][l] += Σ_i W[i][l] rows[i][e] for i < n, in order of i: the transposed
-// accumulation of Σ_i w_i ⊗ row_i, four e per pass sharing the W loads.
-KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows,
-                  int n, int Dh) {
-    for (int e = 0; e < Dh; e += 4) {
-        const int e1 = e + 1 < Dh ? e + 1 : e, e2 = e + 2 < Dh ? e + 2 : e, e3 = e + 3 < Dh ? e + 3 : e;
-        float a0[L], a1[L], a2[L], a3[L];
-        for (int l = 0; l < L; l++)
-            a0[l] = AccT[e * L + l], a1[l] = AccT[e1 * L + l], a2[l] = AccT[e2 * L + l], a3[l] = AccT[e3 * L + l];
-        for (int i = 0; i < n; i++) {
-            const float *wi = W + i * L;
-            const float c0 = rows[i][e], c1 = rows[i][e1], c2 = rows[i][e2], c3 = rows[i][e3];
-            for (int l = 0; l < LANE_V; l++)
-                for (int b = 0; b < L; b += LANE_V) {
-                    a0[b + l] = fmaf(wi[b + l], c0, a0[b + l]);
-                    a1[b + l] = fmaf(wi[b + l], c1, a1[b + l]);
-                    a2[b + l] = fmaf(wi[b + l], c2, a2[b + l]);
-                    a3[b + l] = fmaf(wi[b + l], c3, a3[b + l]);
-                }
-        }
-        // Past Dh the e's repeat e: write them first so that a0 wins.
-        for (int l = 0; l < L; l++) AccT[e3 * L + l] = a3[l];
-        for (int l = 0; l < L; l++) AccT[e2 * L + l] = a2[l];
-        for (int l = 0; l < L; l++) AccT[e1 * L + l] = a1[l];
-        for (int l = 0; l < L; l++) AccT[e * L + l] = a0[l];
-    }
 }
 
 // Row pointers of a tile (lanes past n repeat row 0; lanes_transpose never reads them).

@@ -171,57 +171,52 @@ static void tile_transpose(float *Xp, const float *x, size_t row0, int H, int nt
     }
 }
 
-// S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks): four keys per pass
-// sharing the XT loads.
+// S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks): eight keys per
+// pass sharing each XT load, so that eight independent FMA chains cover the FMA latency of
+// both ports (four chains ran at half the FMA rate). Keys past nk repeat the last one and
+// are not stored.
+#define GROUP_W 8
 KERNEL group_dot(float *restrict S, const float *restrict XT, const float *restrict k, size_t ks, int nk,
                  int Dh) {
-    for (int j = 0; j < nk; j += 4) {
-        const float *k0 = k + (size_t)j * ks, *k1 = k + (size_t)nsa_imin(j + 1, nk - 1) * ks;
-        const float *k2 = k + (size_t)nsa_imin(j + 2, nk - 1) * ks, *k3 = k + (size_t)nsa_imin(j + 3, nk - 1) * ks;
-        float a0[SLC_V] = {0}, a1[SLC_V] = {0}, a2[SLC_V] = {0}, a3[SLC_V] = {0};
+    for (int j = 0; j < nk; j += GROUP_W) {
+        const float *kk[GROUP_W];
+        for (int w = 0; w < GROUP_W; w++) kk[w] = k + (size_t)nsa_imin(j + w, nk - 1) * ks;
+        float a[GROUP_W][SLC_V] = {{0}};
         for (int e = 0; e < Dh; e++) {
             const float *xe = XT + e * SLC_V;
+            for (int w = 0; w < GROUP_W; w++) {
+                const float c = kk[w][e];
 #pragma omp simd
-            for (int v = 0; v < SLC_V; v++) {
-                a0[v] = fmaf(xe[v], k0[e], a0[v]);
-                a1[v] = fmaf(xe[v], k1[e], a1[v]);
-                a2[v] = fmaf(xe[v], k2[e], a2[v]);
-                a3[v] = fmaf(xe[v], k3[e], a3[v]);
+                for (int v = 0; v < SLC_V; v++) a[w][v] = fmaf(xe[v], c, a[w][v]);
             }
         }
-        for (int v = 0; v < SLC_V; v++) {
-            S[j * SLC_V + v] = a0[v];
-            if (j + 1 < nk) S[(j + 1) * SLC_V + v] = a1[v];
-            if (j + 2 < nk) S[(j + 2) * SLC_V + v] = a2[v];
-            if (j + 3 < nk) S[(j + 3) * SLC_V + v] = a3[v];
-        }
+        for (int w = 0; w < GROUP_W && j + w < nk; w++)
+            for (int v = 0; v < SLC_V; v++) S[(j + w) * SLC_V + v] = a[w][v];
     }
 }
 
-// AccT[e][v] += Σ_s W[s][v] x_s[e] over keys s < nk in order, four e per pass sharing W.
+// AccT[e][v] += Σ_s W[s][v] x_s[e] over keys s < nk in order, eight e per pass sharing each
+// W load. Near the end the e's clamp to Dh - 1; the highest is written first so that the
+// real one wins.
 KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *restrict x, size_t ks, int nk,
                   int Dh) {
-    for (int e = 0; e < Dh; e += 4) {
-        const int e1 = nsa_imin(e + 1, Dh - 1), e2 = nsa_imin(e + 2, Dh - 1), e3 = nsa_imin(e + 3, Dh - 1);
-        float a0[SLC_V], a1[SLC_V], a2[SLC_V], a3[SLC_V];
-        for (int v = 0; v < SLC_V; v++)
-            a0[v] = AccT[e * SLC_V + v], a1[v] = AccT[e1 * SLC_V + v], a2[v] = AccT[e2 * SLC_V + v],
-            a3[v] = AccT[e3 * SLC_V + v];
+    for (int e = 0; e < Dh; e += GROUP_W) {
+        int ee[GROUP_W];
+        float a[GROUP_W][SLC_V];
+        for (int w = 0; w < GROUP_W; w++) {
+            ee[w] = nsa_imin(e + w, Dh - 1);
+            for (int v = 0; v < SLC_V; v++) a[w][v] = AccT[ee[w] * SLC_V + v];
+        }
         for (int s = 0; s < nk; s++) {
             const float *ws = W + s * SLC_V, *xs = x + (size_t)s * ks;
+            for (int w = 0; w < GROUP_W; w++) {
+                const float c = xs[ee[w]];
 #pragma omp simd
-            for (int v = 0; v < SLC_V; v++) {
-                a0[v] = fmaf(ws[v], xs[e], a0[v]);
-                a1[v] = fmaf(ws[v], xs[e1], a1[v]);
-                a2[v] = fmaf(ws[v], xs[e2], a2[v]);
-                a3[v] = fmaf(ws[v], xs[e3], a3[v]);
+                for (int v = 0; v < SLC_V; v++) a[w][v] = fmaf(ws[v], c, a[w][v]);
             }
         }
-        // e1..e3 clamp to Dh - 1 near the end: write the highest first so a0 wins at e.
-        for (int v = 0; v < SLC_V; v++) AccT[e3 * SLC_V + v] = a3[v];
-        for (int v = 0; v < SLC_V; v++) AccT[e2 * SLC_V + v] = a2[v];
-        for (int v = 0; v < SLC_V; v++) AccT[e1 * SLC_V + v] = a1[v];
-        for (int v = 0; v < SLC_V; v++) AccT[e * SLC_V + v] = a0[v];
+        for (int w = GROUP_W - 1; w >= 0; w--)
+            for (int v = 0; v < SLC_V; v++) AccT[ee[w] * SLC_V + v] = a[w][v];
     }
 }
 
