@@ -3,7 +3,10 @@
 // its saved log-sum-exp (the reference twin).
 #include "kernels/nsa_select.h"
 
+#include <stdlib.h>
+
 #include "kernels/attention.h"
+#include "kernels/common.h"
 
 // nsa_select's work buffer holds a fixed number of scratch slots, task i using slot
 // i % NSA_SELECT_SLOTS, so its size does not depend on the thread count (at most this many
@@ -65,6 +68,78 @@ static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const N
             out[a - 1] = tmp;
         }
 #undef ps
+}
+
+// select_topn for the nt positions of a tile at once (position i's scores at ps[j * np + i],
+// its choice at out + i * ostride), with the same result bits: each position still meets its
+// candidates in ascending j and keeps the same sorted best list. What changes is the test of
+// whether a candidate enters: one vector comparison across the tile's positions per block
+// against each position's current entry threshold, where select_topn spent a scalar
+// compare-and-branch per position and block. Once a position's list is full, few candidates
+// pass (about k ln(ncand / k) of ncand for scores in random order), so the insertions left
+// to scalar code are a small part of the work.
+static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, int t0, int nt,
+                             const NsaShape *s) {
+    const int n = s->slc_topn, lp = s->slc_block;
+    NSA_ASSERT(np <= ATTN_ROWS && nt <= np);
+    int nc[ATTN_ROWS], cnt[ATTN_ROWS], kk[ATTN_ROWS], nb[ATTN_ROWS], jmax = 0;
+    float thr[ATTN_ROWS];
+    int32_t(*best)[n] = nsa_malloc((size_t)nt * n * sizeof(int32_t));
+    float(*bs)[n] = nsa_malloc((size_t)nt * n * sizeof(float));
+    for (int i = 0; i < np; i++) {
+        nc[i] = 0, thr[i] = INFINITY;  // never enters
+        if (i >= nt) continue;
+        const int jt = (t0 + i) / lp, ncand = jt + 1;
+        int32_t *o = out + (size_t)i * ostride;
+        if (ncand <= n) {
+            for (int a = 0; a < n; a++) o[a] = a < ncand ? a : -1;
+            cnt[i] = -1;  // done
+            continue;
+        }
+        int forced[3], nf = 0;  // as in select_topn
+        forced[nf++] = 0;
+        if (jt - 1 > 0) forced[nf++] = jt - 1;
+        if (jt > 0) forced[nf++] = jt;
+        cnt[i] = 0;
+        for (int f = 0; f < nf && cnt[i] < n; f++) {
+            o[cnt[i]++] = forced[f];
+            ps[(size_t)forced[f] * np + i] = -1.0f;
+        }
+        kk[i] = n - cnt[i], nb[i] = 0;
+        if (kk[i] > 0) nc[i] = ncand, thr[i] = -INFINITY, jmax = ncand > jmax ? ncand : jmax;
+    }
+    for (int j = 0; j < jmax; j++) {
+        const float *x = ps + (size_t)j * np;
+        unsigned char f[ATTN_ROWS];
+        // Enters iff x >= 0 (not taken, not NaN) and, once the list is full, x > its last.
+#pragma omp simd
+        for (int i = 0; i < np; i++) f[i] = (j < nc[i]) & (x[i] >= 0.0f) & (x[i] > thr[i]);
+        for (int i = 0; i < np; i++) {
+            if (!f[i]) continue;
+            const int k = kk[i];
+            int pos = nb[i] < k ? nb[i]++ : k - 1;
+            while (pos > 0 && x[i] > bs[i][pos - 1]) {
+                bs[i][pos] = bs[i][pos - 1], best[i][pos] = best[i][pos - 1];
+                pos--;
+            }
+            bs[i][pos] = x[i], best[i][pos] = j;
+            if (nb[i] == k) thr[i] = bs[i][k - 1];
+        }
+    }
+    for (int i = 0; i < nt; i++) {
+        if (cnt[i] < 0) continue;
+        int32_t *o = out + (size_t)i * ostride;
+        int c = cnt[i];
+        for (int a = 0; a < (kk[i] > 0 ? nb[i] : 0); a++) o[c++] = best[i][a];
+        for (int a = c; a < n; a++) o[a] = -1;
+        for (int a = 1; a < c; a++)
+            for (int b = a; b > 0 && o[b - 1] > o[b]; b--) {
+                int32_t tmp = o[b];
+                o[b] = o[b - 1];
+                o[b - 1] = tmp;
+            }
+    }
+    free(best), free(bs);
 }
 
 // Eq. 9 for positions of one tile at once: ps[j * np + i] = Σ_m Σ_nn pg[c * np + i] over
@@ -190,8 +265,7 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
             }
             select_scores(ps, pg, gr.qb, (t0 + nt - 1) / s->slc_block + 1,
                           nsa_cmp_visible(s, Nc, t0 + nt - 1), s);
-            for (int i = 0; i < nt; i++)
-                select_topn(idx + (((size_t)b * T + t0 + i) * G + g) * n, ps + i, gr.qb, t0 + i, s);
+            select_topn_tile(idx + (((size_t)b * T + t0) * G + g) * n, (size_t)G * n, ps, gr.qb, t0, nt, s);
         }
     }
 }

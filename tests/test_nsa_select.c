@@ -175,3 +175,33 @@ Test(nsa_select, forced_and_ties) {
     cr_expect(row3[0] == 0 && row3[1] == 1 && row3[2] == -1 && row3[3] == -1);
     free(q), free(lse), free(idx), free(work);
 }
+
+// Exact ties everywhere: q = 0 makes p_cmp uniform, so every block that straddles the same
+// number of compressed blocks scores the same. The fused kernel (vectorised entry test across
+// a tile's positions) must pick exactly what the separate selection's scalar scan picks:
+// forced blocks, then the lowest ids among equals.
+Test(nsa_select, fused_ties_match_separate) {
+    NsaShape shapes[2] = {kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), kref_nsa_shape(2, 300, 4, 4, 16, 16, 8, 16, 5)};
+    for (int c = 0; c < 2; c++) {
+        NsaShape s = shapes[c];
+        const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, n = s.slc_topn, Nc = nsa_n_cmp(&s);
+        Rng r;
+        rng_seed(&r, 61 + c);
+        size_t nq = (size_t)B * T * H * Dh, nc = (size_t)B * Nc * G * Dh;
+        float *q = kref_zeros(nq), *kc = kref_randn(&r, nc, 1.0f), *vc = kref_randn(&r, nc, 1.0f);
+        float *o = kref_zeros(nq), *lse = kref_zeros((size_t)B * T * H), *o2 = kref_zeros(nq);
+        float *lse2 = kref_zeros((size_t)B * T * H);
+        int32_t *idx = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t)), *idx2 = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t));
+        void *w = nsa_malloc(nsa_select_work_bytes(&s)), *w2 = nsa_malloc(nsa_cmp_select_work_bytes(&s));
+        nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
+        nsa_select(idx, q, kc, lse, w, &s);
+        nsa_cmp_attn_select_forward(o2, lse2, idx2, q, kc, vc, w2, &s);
+        cr_expect(memcmp(idx, idx2, (size_t)B * T * G * n * sizeof(int32_t)) == 0, "shape %d: fused idx differs", c);
+        // The tie rule, spelled out at the last position: forced 0, jt-1, jt, then 1, 2, ...
+        const int t = T - 1, jt = t / s.slc_block;
+        const int32_t *row = idx2 + ((size_t)t * G) * n;
+        cr_expect(row[0] == 0 && row[1] == 1 && row[n - 2] == jt - 1 && row[n - 1] == jt, "shape %d: %d %d .. %d %d",
+                  c, row[0], row[1], row[n - 2], row[n - 1]);
+        free(q), free(kc), free(vc), free(o), free(lse), free(o2), free(lse2), free(idx), free(idx2), free(w), free(w2);
+    }
+}
