@@ -6,7 +6,7 @@
 
 // Query (b,t,h) attends to the tokens of blocks idx[b,t,h/(H/G),:] (ascending, -1 padding)
 // with position <= t. Safe packing: K/V are read in place through the index, never copied
-// per query. Forward and dQ run on tiles of up to 64 consecutive positions x the group's
+// per query. Forward and dQ run on tiles of up to 256 consecutive positions x the group's
 // heads: each block of the tile's union is read once for the rows whose position chose it,
 // packed 16 rows to a vector, so the work is the selected tokens (rounded up to 16 rows per
 // block and tile), however much neighbouring positions' choices differ.
