@@ -210,6 +210,13 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
 
 // ---- Fused with the compressed forward ----
 
+// pg[i] += p[i * hb + h] for heads h in order (i >= the tile's positions: unused).
+static inline __attribute__((always_inline)) void add_heads(float *restrict pg, const float *restrict p, int hb, int qb) {
+    for (int h = 0; h < hb; h++)
+#pragma omp simd
+        for (int i = 0; i < qb; i++) pg[i] += p[i * hb + h];
+}
+
 // Slot i: the tile's scores [Nc][ATTN_ROWS], pg [Nc][qb], ps [Ns][qb]. Same slot rule as above.
 static size_t cmp_select_slot_floats(const NsaShape *s) {
     const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
@@ -258,9 +265,12 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
                     // order into pg [Nc][qb] (one vector of positions per block). A block a
                     // row cannot see adds exp(-inf) = +0, which leaves the sum's bits alone.
                     float *pgc = pg + (size_t)c * gr.qb;
-                    for (int h = 0; h < hb; h++)
-#pragma omp simd
-                        for (int i = 0; i < gr.qb; i++) pgc[i] += p[i * hb + h];  // i >= nt: unused
+                    switch (hb) {  // a literal stride lets gcc deinterleave with permutes
+                    case 4: add_heads(pgc, p, 4, gr.qb); break;
+                    case 8: add_heads(pgc, p, 8, gr.qb); break;
+                    case 2: add_heads(pgc, p, 2, gr.qb); break;
+                    default: add_heads(pgc, p, hb, gr.qb); break;
+                    }
                 }
             }
             select_scores(ps, pg, gr.qb, (t0 + nt - 1) / s->slc_block + 1,
