@@ -1,4 +1,5 @@
-// bench.c: `nsa bench [kernels]`: long measurements (eval/bench.h), never part of `make test`.
+// bench.c: `nsa bench [kernels|q4k|decode|attn|train]`: long measurements (eval/bench*.h,
+// train/bench_train.h), never part of `make test`.
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,9 +13,10 @@
 #include "eval/bench_decode.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
+#include "train/bench_train.h"
 
 static const char usage[] =
-    "usage: nsa bench [kernels|q4k|decode|attn [--max-seq N]]\n"
+    "usage: nsa bench [kernels|q4k|decode|attn [--max-seq N]|train [--config NAME] [--steps N]]\n"
     "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
     "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
     "  q4k: read bandwidth, Q4_K matvec on a matrix far larger than the LLC (GB/s vs that\n"
@@ -25,21 +27,34 @@ static const char usage[] =
     "  attn: one layer of NSA attention (compressed, selection, selected, window) vs dense\n"
     "  causal flash attention at S = 8k, 16k, 32k, 64k (stop after --max-seq, default 65536),\n"
     "  forward and backward, each kernel's GFLOP/s against 1- and 2-thread sgemm of the run.\n"
-    "  Training-step and memory measurements: scripts/bench-ckpt.sh (make bench).\n";
+    "  train: optimiser steps of a named config (default small; --steps per mode, default 6,\n"
+    "  the first left out) with checkpoint=none and =layer: tokens/s, achieved GFLOP/s (6 per\n"
+    "  parameter use + 12*Dh per attention pair) against sgemm of the run, and the step-time\n"
+    "  ratio of gradient checkpointing. Needs the config's data file (scripts/get-corpus.sh).\n"
+    "  Peak memory of gradient checkpointing at seq_len 2048: scripts/bench-ckpt.sh (make bench).\n";
 
-enum { O_HELP = 1, O_WHAT, O_MAX_SEQ };
-static const ArgSpec specs[] = {
-    {"", 1, O_WHAT}, {"help", 0, O_HELP}, {"max-seq", 1, O_MAX_SEQ}, {NULL, 0, 0}};
+enum { O_HELP = 1, O_WHAT, O_MAX_SEQ, O_CONFIG, O_STEPS };
+static const ArgSpec specs[] = {{"", 1, O_WHAT},          {"help", 0, O_HELP},   {"max-seq", 1, O_MAX_SEQ},
+                                {"config", 1, O_CONFIG}, {"steps", 1, O_STEPS}, {NULL, 0, 0}};
 
 int cmd_bench(int argc, char **argv) {
     const char *what = NULL, *v;
     ArgIter it;
     args_begin(&it, argc, argv);
     int id;
-    int64_t max_seq = 65536;
+    int64_t max_seq = 65536, steps = 6;
+    const char *config = "small";
     while ((id = args_next(&it, specs, &v)) > 0) {
         if (id == O_MAX_SEQ) {
             if (args_i64("--max-seq", v, 8192, 65536, &max_seq) != NSA_OK) return 2;
+            continue;
+        }
+        if (id == O_STEPS) {
+            if (args_i64("--steps", v, 2, 64, &steps) != NSA_OK) return 2;
+            continue;
+        }
+        if (id == O_CONFIG) {
+            config = v;
             continue;
         }
         if (id == O_HELP || !strcmp(v, "-h")) {
@@ -61,6 +76,7 @@ int cmd_bench(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(what, "attn")) return bench_attn_run(stdout, (int)max_seq) == NSA_OK ? 0 : 1;
+    if (!strcmp(what, "train")) return bench_train_run(stdout, config, (int)steps) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "q4k")) return bench_q4k_run(stdout) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "decode")) return bench_decode() == NSA_OK ? 0 : 1;
     if (strcmp(what, "kernels")) {

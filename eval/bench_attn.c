@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
 
 #include "kernels/attention.h"
 #include "kernels/common.h"
+#include "kernels/gemm.h"
 #include "kernels/nsa.h"
 #include "kernels/rng.h"
 
@@ -31,27 +31,6 @@ static float *randn(size_t n, uint64_t seed, float scale) {
     float *x = nsa_malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = scale * (float)rng_normal(&r);
     return x;
-}
-
-// sgemm n^3 GFLOP/s with `threads` threads: the rows split in halves, one single-threaded
-// OpenBLAS call per thread, as kernels/gemm.c runs it. Best of 5.
-static double sgemm_gflops(int n, int threads) {
-    float *a = randn((size_t)n * n, 1, 1.0f), *b = randn((size_t)n * n, 2, 1.0f);
-    float *c = randn((size_t)n * n, 3, 1.0f);
-    double best = 1e30;
-    for (int rep = 0; rep < 6; rep++) {
-        double t0 = nsa_now();
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int part = 0; part < threads; part++) {
-            int r0 = n * part / threads, r1 = n * (part + 1) / threads;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, n, 1.0f, a + (size_t)r0 * n, n, b,
-                        n, 0.0f, c + (size_t)r0 * n, n);
-        }
-        double dt = nsa_now() - t0;
-        if (rep > 0 && dt < best) best = dt;  // the first call warms caches and threads
-    }
-    free(a), free(b), free(c);
-    return 2.0 * n * (double)n * n / best / 1e9;
 }
 
 typedef struct {
@@ -174,7 +153,7 @@ static double pct(double a, double b) { return b > 0 ? 100.0 * a / b : 0; }
 
 int bench_attn_run(FILE *out, int max_seq) {
     const int threads = omp_get_max_threads();
-    const double sg1 = sgemm_gflops(1024, 1), sg2 = threads >= 2 ? sgemm_gflops(1024, 2) : 0;
+    const double sg1 = gemm_measure_gflops(1024, 1), sg2 = threads >= 2 ? gemm_measure_gflops(1024, 2) : 0;
     const double sg = threads >= 2 ? sg2 : sg1;
     fprintf(out,
             "attention, one layer: H=%d G=%d Dh=%d, B=1; NSA l/d/l'/n/w = 32/16/64/16/512, cmp_fn=mean; "

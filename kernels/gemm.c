@@ -9,6 +9,9 @@
 #include "kernels/gemm.h"
 
 #include <cblas.h>
+#include <stdlib.h>
+
+#include "kernels/common.h"
 
 #define ROW_CHUNK 64  // output rows per sgemm call: big enough to run sgemm near peak
 
@@ -41,4 +44,25 @@ void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t 
     for (int64_t c = 0; c < n_chunks(out); c++)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)chunk_rows(c, out), (int)in, (int)n, 1.0f,
                     dy + c * ROW_CHUNK, (int)out, x, (int)in, 1.0f, dw + c * ROW_CHUNK * in, (int)in);
+}
+
+double gemm_measure_gflops(int n, int threads) {
+    const size_t nn = (size_t)n * n;
+    float *a = nsa_malloc(nn * sizeof(float)), *b = nsa_malloc(nn * sizeof(float));
+    float *c = nsa_malloc(nn * sizeof(float));
+    for (size_t i = 0; i < nn; i++) a[i] = (float)(i % 7) - 3.0f, b[i] = (float)(i % 5) - 2.0f, c[i] = 0.0f;
+    double best = 1e30;
+    for (int rep = 0; rep < 6; rep++) {
+        double t0 = nsa_now();
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int part = 0; part < threads; part++) {
+            int r0 = n * part / threads, r1 = n * (part + 1) / threads;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, n, 1.0f, a + (size_t)r0 * n, n, b, n,
+                        0.0f, c + (size_t)r0 * n, n);
+        }
+        double dt = nsa_now() - t0;
+        if (rep > 0 && dt < best) best = dt;  // the first call warms caches and threads
+    }
+    free(a), free(b), free(c);
+    return 2.0 * n * (double)n * n / best / 1e9;
 }

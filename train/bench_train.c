@@ -1,0 +1,111 @@
+// bench_train.c: see bench_train.h.
+#include "train/bench_train.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "kernels/gemm.h"
+#include "kernels/nsa.h"
+#include "train/trainer.h"
+
+// (query head, key) pairs one position scores in one layer, averaged over the window.
+static double pairs_per_token(const Config *c, int nsa) {
+    const int64_t T = c->seq_len, l = c->cmp_block, d = c->cmp_stride, lp = c->slc_block, n = c->slc_topn;
+    const NsaShape s = {.B = 1, .T = (int)T, .H = (int)c->n_heads, .G = (int)c->n_kv_heads, .Dh = (int)c->head_dim,
+                        .cmp_block = (int)l, .cmp_stride = (int)d, .slc_block = (int)lp, .slc_topn = (int)n,
+                        .window = (int)c->window};
+    const int Nc = nsa_n_cmp(&s);
+    double sum = 0;
+    for (int64_t t = 0; t < T; t++) {
+        if (!nsa) {
+            sum += (double)(t + 1);
+            continue;
+        }
+        const int64_t jt = t / lp, blocks = jt + 1 < n ? jt + 1 : n;
+        const int64_t slc = (blocks - 1) * lp + (t - jt * lp + 1);  // the current block, partly
+        const int64_t win = t + 1 < c->window ? t + 1 : c->window;
+        sum += (double)nsa_cmp_visible(&s, Nc, (int)t) + (double)slc + (double)win;
+    }
+    return sum / (double)T * (double)c->n_heads;
+}
+
+double bench_train_flops_per_token(const Config *c) {
+    Model m;
+    model_create(&m, c);
+    const double G = (double)c->n_kv_heads, T = (double)c->seq_len;
+    const double Nc = c->seq_len >= c->cmp_block ? (double)((c->seq_len - c->cmp_block) / c->cmp_stride + 1) : 0.0;
+    double flops = 0;
+    for (int i = 0; i < m.n_params; i++) {
+        const Param *p = &m.params[i];
+        const int cmp = strstr(p->name, "k_proj") || strstr(p->name, "v_proj") || strstr(p->name, "k_out") ||
+                        strstr(p->name, "v_out");
+        const int pe = strstr(p->name, "k_pe") || strstr(p->name, "v_pe");  // added, not multiplied
+        if (pe) continue;
+        flops += 6.0 * (double)p->t.size * (cmp ? G * Nc / T : 1.0);
+    }
+    model_free(&m);
+    for (int64_t layer = 0; layer < c->n_layers; layer++)
+        flops += 12.0 * (double)c->head_dim * pairs_per_token(c, config_layer_is_nsa(c, (int)layer));
+    return flops;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Median step time (s) of steps 2..steps with gradient checkpointing `mode`.
+static int time_steps(const Config *base, CkptMode mode, int steps, double *median) {
+    Config c = *base;
+    c.checkpoint = mode;
+    Trainer t;
+    if (trainer_init(&t, &c, NULL) != NSA_OK) return NSA_ERR;
+    double times[64];
+    int n = 0, rc = NSA_OK;
+    for (int i = 0; i < steps && rc == NSA_OK; i++) {
+        StepStats st;
+        double t0 = nsa_now();
+        rc = trainer_step(&t, &st);
+        if (i > 0) times[n++] = nsa_now() - t0;
+    }
+    trainer_free(&t);
+    if (rc != NSA_OK) return NSA_ERR;
+    qsort(times, (size_t)n, sizeof times[0], cmp_double);
+    *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    return NSA_OK;
+}
+
+int bench_train_run(FILE *out, const char *config, int steps) {
+    Config c;
+    config_defaults(&c);
+    if (config_load(&c, config) != NSA_OK) return NSA_ERR;
+    c.eval_every = 0, c.ckpt_every = 0;
+    if (config_validate(&c) != NSA_OK) return NSA_ERR;
+    if (steps < 2 || steps > 64) steps = steps < 2 ? 2 : 64;
+    const int threads = omp_get_max_threads();
+    const double sg = gemm_measure_gflops(1024, threads);
+    const double fpt = bench_train_flops_per_token(&c);
+    const double tokens = (double)(c.batch_size * c.seq_len * c.grad_accum);
+    fprintf(out,
+            "training %s: batch %lld x seq_len %lld x grad_accum %lld = %.0f tokens/step, %d steps per mode "
+            "(median of steps 2..%d), %d threads\n"
+            "FLOPs per token %.1f M (6 per parameter use + 12*Dh per attention pair); sgemm 1024^3 on %d "
+            "threads: %.1f GFLOP/s\n",
+            config, (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, tokens, steps, steps,
+            threads, fpt / 1e6, threads, sg);
+    double st[2];
+    const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
+    const char *names[2] = {"none", "layer"};
+    for (int i = 0; i < 2; i++) {
+        if (time_steps(&c, modes[i], steps, &st[i]) != NSA_OK) return NSA_ERR;
+        const double gf = fpt * tokens / st[i] / 1e9;
+        fprintf(out, "  checkpoint=%-5s  step %7.3f s  %8.0f tokens/s  %6.1f GFLOP/s = %4.1f%% of sgemm\n", names[i],
+                st[i], tokens / st[i], gf, 100.0 * gf / sg);
+        fflush(out);
+    }
+    fprintf(out, "  checkpoint=layer / none: step time %.2fx (goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n",
+            st[1] / st[0], 100.0 * fpt * tokens / st[0] / 1e9 / sg);
+    return NSA_OK;
+}
