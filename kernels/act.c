@@ -4,7 +4,12 @@
 
 #include <math.h>
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+#include "kernels/vexp.h"
+
+// nsa_expf (~2 ulp, vectorised) rather than libm's expf (scalar calls): SwiGLU and SiLU
+// went from ~2 ns to well under 1 ns per element. Below x = -87, exp(-x) saturates at
+// exp(88) and sigmoid returns ~6e-39 instead of 0: the same to every purpose here.
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + nsa_expf(-x)); }
 
 void silu_forward(float *y, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static)

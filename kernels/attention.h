@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/vexp.h"
+
 // Layouts (float32, row-major): q, o, dout [B, T, H, Dh]; k, v [B, T, G, Dh]; lse [B, T, H].
 // GQA: query head h reads KV head h / (H/G). Scores are q·k / sqrt(Dh); lse is the
 // log-sum-exp of the scaled scores over the visible keys, saved for backward.
@@ -97,28 +99,7 @@ void attn_tile_probs(float *p, const float *q, const float *lse, const float *k,
 // D[r] = dout_r · o_r for `rows` rows of Dh floats (the softmax backward's row term).
 void attn_rowdot(float *D, const float *dout, const float *o, size_t rows, int Dh);
 
-// exp(x) to ~2 ulp in plain C that gcc vectorises (libm's expf is a scalar call in the
-// hot loops); Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial in r, times 2^n.
-// n is rounded by adding and subtracting 1.5 * 2^23 (floorf does not vectorise without
-// -ffast-math). Returns 0 below -87 (so exp(-INFINITY) = 0), saturates above 88, and
-// returns NaN for NaN. The clamp is written so that NaN lands on 88 (every comparison with
-// NaN is false): n stays in [-126, 127], the float->int conversion and the exponent shift
-// are defined for every input, and finite inputs give the same bits as ever.
-static inline float attn_expf(float x) {
-    float xc = x < 88.0f ? (x > -87.0f ? x : -87.0f) : 88.0f;
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = fmaf(n, 2.12194440e-4f, fmaf(n, -0.693359375f, xc));
-    float p = 1.9875691500e-4f;
-    p = fmaf(p, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
-    p = fmaf(p * r, r, r) + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float pow2n;
-    memcpy(&pow2n, &bits, sizeof pow2n);
-    return x < -87.0f ? 0.0f : (x != x ? x : p * pow2n);
-}
+// The exponential of every softmax here: kernels/vexp.h's nsa_expf.
+static inline float attn_expf(float x) { return nsa_expf(x); }
 
 #endif

@@ -5,7 +5,9 @@
 
 #include <math.h>
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+#include "kernels/vexp.h"
+
+static inline float sigm(float x) { return 1.0f / (1.0f + nsa_expf(-x)); }  // see act.c
 
 // Gate values of one (row, head): act over zr[branch*H + h].
 static inline void gate_head(float gw[3], const float *zr, int64_t H, int64_t h, GateAct act) {

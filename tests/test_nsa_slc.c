@@ -128,8 +128,6 @@ Test(nsa_slc, backward_work_does_not_materialise) {
     NsaShape s = kref_nsa_shape(1, 2048, 8, 2, 32, 32, 16, 64, 8);
     size_t fast = nsa_slc_attn_backward_work_bytes(&s), ref = nsa_slc_attn_ref_work_bytes(&s);
     cr_log_info("T=2048 n=8 l'=64 Dh=32 G=2 H=8: index path work %zu bytes, materialising %zu", fast, ref);
-    printf("slc backward work at T=2048 n=8 l'=64 Dh=32 G=2 H=8: index %zu B, materialising ref %zu B\n",
-           fast, ref);
     cr_expect(fast * 1000 < ref, "index path %zu B vs ref %zu B", fast, ref);
     // Independent of l' and Dh (only D [T*H] and the index [T*G*n] scale with T).
     NsaShape s2 = s;

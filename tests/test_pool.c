@@ -2,6 +2,7 @@
 // page layout as the paged attention reads it, and a fork that shares full pages and copies
 // a partly filled one so that writes past the fork point leave the source intact.
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <string.h>
 
 #include "eval/kvcache.h"
@@ -17,10 +18,12 @@ static Config tiny(void) {
     return c;
 }
 
-Test(pool, take_share_release) {
+Test(pool, take_share_release, .init = cr_redirect_stderr) {
     Config c = tiny();
     Pool p;
     cr_assert_eq(pool_init(&p, &c, 0), NSA_ERR);
+    fflush(stderr);
+    cr_assert_stderr_eq_str("nsa: error: the block pool needs at least one page (got 0)\n");
     cr_assert_eq(pool_init(&p, &c, 3), NSA_OK);
     // Dense layer: one K/V set per row; kv=separate NSA layer: three (cmp, slc, win).
     cr_expect_eq(p.row_floats[0], (size_t)c.n_kv_heads * c.head_dim);
