@@ -23,7 +23,7 @@ static void attention_bwd(Graph *g, Node *n) {
     if (!dq) dq = arena_calloc(g->arena, (size_t)q->size * sizeof(float));
     if (!dk) dk = arena_calloc(g->arena, (size_t)k->size * sizeof(float));
     if (!dv) dv = arena_calloc(g->arena, (size_t)v->size * sizeof(float));
-    void *work = arena_alloc(g->arena, attn_backward_work_bytes((int)c->B, (int)c->T, (int)c->H));
+    void *work = arena_alloc(g->arena, attn_backward_work_bytes((int)c->B, (int)c->T, (int)c->H, (int)c->G, (int)c->dh));
     attn_backward(dq, dk, dv, n->out->grad, q->data, k->data, v->data, n->out->data, c->lse, work,
                   (int)c->B, (int)c->T, (int)c->H, (int)c->G, (int)c->dh, c->window);
 }

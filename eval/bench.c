@@ -113,7 +113,7 @@ static void bench_attention(int T) {
     a.dout = randn((int64_t)nq, 7);
     a.o = nsa_malloc(nq * 4), a.lse = nsa_malloc((size_t)T * a.H * 4);
     a.dq = nsa_calloc(nq, 4), a.dk = nsa_calloc(nk, 4), a.dv = nsa_calloc(nk, 4);
-    a.work = nsa_malloc(attn_backward_work_bytes(1, T, a.H));
+    a.work = nsa_malloc(attn_backward_work_bytes(1, T, a.H, a.G, a.Dh));
     a.p = nsa_malloc((size_t)T * T * 4);
     double tn = best_time(run_attn_naive, &a, 2);
     double tf = best_time(run_attn_fwd, &a, 5);

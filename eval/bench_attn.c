@@ -134,12 +134,12 @@ static void bench_init(Bench *x, int T) {
     x->lse = nsa_malloc(nl), x->lc = nsa_malloc(nl), x->ls = nsa_malloc(nl);
     x->dq = nsa_calloc(nq, 4), x->dk = nsa_calloc(nk, 4), x->dv = nsa_calloc(nk, 4);
     x->idx = nsa_malloc((size_t)T * s->G * s->slc_topn * sizeof(int32_t));
-    x->wd = nsa_malloc(attn_backward_work_bytes(1, T, s->H));
+    x->wd = nsa_malloc(attn_backward_work_bytes(1, T, s->H, s->G, s->Dh));
     x->wc = nsa_malloc(nsa_cmp_attn_backward_work_bytes(s));
     x->ws = nsa_malloc(nsa_slc_attn_backward_work_bytes(s));
     x->wsel = nsa_malloc(nsa_cmp_select_work_bytes(s));
     // First touch here, not inside the first timed call (at S >= 32k it runs once).
-    memset(x->wd, 0, attn_backward_work_bytes(1, T, s->H));
+    memset(x->wd, 0, attn_backward_work_bytes(1, T, s->H, s->G, s->Dh));
     memset(x->wc, 0, nsa_cmp_attn_backward_work_bytes(s));
     memset(x->ws, 0, nsa_slc_attn_backward_work_bytes(s));
     memset(x->wsel, 0, nsa_cmp_select_work_bytes(s));

@@ -269,6 +269,65 @@ KERNEL keys_backward(float *restrict dk, float *restrict dv, const float *restri
     }
 }
 
+// keys_backward that also takes the query side (dense attention: the task owns the dq rows
+// of the tiles it visits): ds is scaled by 1/sqrt(Dh) once, dq_r += Σ_j ds[r][j] k_j with
+// k read in place, and dk, dv (rows at stride dks) get dKT, dVT. P and dS are computed once
+// for all three gradients, where the separate dq pass recomputed both.
+KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, float *dq, const float *restrict k,
+                        const float *restrict v, size_t ks, int k0, int nk, const float *restrict q,
+                        const float *restrict dout, const float *restrict lse, const float *restrict D,
+                        AttnTileIter next, void *ctx, int Dh) {
+    const float scale = 1.0f / sqrtf((float)Dh);
+    float KT[Dh * L], VT[Dh * L], dKT[Dh * L], dVT[Dh * L], P[L * L], dS[L * L];
+    const float *kp[L], *vp[L], *qp[L], *dp[L];
+    float *dqp[L];
+    NSA_ASSERT(nk > 0 && nk <= L);
+    key_ptrs(kp, k, ks, k0, nk);
+    key_ptrs(vp, v, ks, k0, nk);
+    lanes_transpose(KT, kp, nk, Dh, scale);
+    lanes_transpose(VT, vp, nk, Dh, 1.0f);
+    for (int i = 0; i < Dh * L; i++) dKT[i] = dVT[i] = 0.0f;
+    AttnTile tl;
+    while (next(&tl, ctx)) {
+        tile_ptrs(qp, q, &tl, Dh);
+        tile_ptrs(dp, dout, &tl, Dh);
+        lanes_dot(P, KT, qp, tl.n, Dh);   // P[r][j] = q_r·k_j / sqrt(Dh)
+        lanes_dot(dS, VT, dp, tl.n, Dh);  // dS[r][j] = dout_r·v_j
+        for (int r = 0; r < tl.n; r++) {
+            const float lr = lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
+            const float Dv = D[tl.off[r]];
+            const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
+            dqp[r] = dq + tl.off[r] * Dh;
+            if (jlo <= 0 && jhi >= L) {  // sees the whole (full) key block: no mask
+#pragma omp simd
+                for (int j = 0; j < L; j++) {
+                    const float p = attn_expf(P[r * L + j] - lr);
+                    P[r * L + j] = p;
+                    dS[r * L + j] = scale * (p * (dS[r * L + j] - Dv));
+                }
+                continue;
+            }
+#pragma omp simd
+            for (int j = 0; j < L; j++) {
+                const int vis = j >= jlo && j < jhi;
+                const float p = attn_expf(P[r * L + j] - lr);
+                P[r * L + j] = vis ? p : 0.0f;
+                dS[r * L + j] = vis ? scale * (p * (dS[r * L + j] - Dv)) : 0.0f;
+            }
+        }
+        lanes_axpy(dVT, P, dp, tl.n, Dh);        // dVT[e][j] += Σ_r p[r][j] dout_r[e]
+        lanes_axpy(dKT, dS, qp, tl.n, Dh);       // dKT[e][j] += Σ_r ds[r][j] q_r[e]
+        rows_axpy(dqp, dS, tl.n, kp[0], ks, nk, Dh);  // dq_r += Σ_j ds[r][j] k_j
+    }
+    for (int j = 0; j < nk; j++) {
+        float *dkj = dk + (size_t)(k0 + j) * dks, *dvj = dv + (size_t)(k0 + j) * dks;
+        for (int e = 0; e < Dh; e++) {
+            dkj[e] += dKT[e * L + j];
+            dvj[e] += dVT[e * L + j];
+        }
+    }
+}
+
 void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                        size_t kv_stride, const AttnTile *tl, AttnChunkIter next, void *ctx,
                        int Dh) {
@@ -346,22 +405,23 @@ static size_t dense_tile(AttnTile *tl, long task, const AttnGrid *gr, int Dh, in
     return ((size_t)b * gr->T * gr->G + g) * Dh;
 }
 
-// Query tiles [t, tend) of group g, all its heads, for one key block of the backward pass.
+// Query tiles [t, tend) of heads [hbeg, hend) of group g, for one key block of the backward
+// pass: qb positions times hb heads per tile, heads inner.
 typedef struct {
     int b, g, T, H, rep, window;
-    AttnGrid tg;
+    int hbeg, hend, hb, qb;
     int t, h0, tend;  // cursor: next tile starts at position t, head h0
 } DenseIter;
 
 static int dense_next(AttnTile *tl, void *ctx) {
     DenseIter *it = ctx;
     if (it->t >= it->tend) return 0;
-    attn_tile_rows(tl, it->b, it->T, it->H, it->t, NULL, imin(it->tg.qb, it->tend - it->t),
-                   it->g * it->rep + it->h0, imin(it->tg.hb, it->rep - it->h0));
+    attn_tile_rows(tl, it->b, it->T, it->H, it->t, NULL, imin(it->qb, it->tend - it->t),
+                   it->g * it->rep + it->h0, imin(it->hb, it->hend - it->h0));
     for (int r = 0; r < tl->n; r++)
         tl->lo[r] = window_lo(tl->t[r], it->window), tl->hi[r] = tl->t[r] + 1;
-    it->h0 += it->tg.hb;
-    if (it->h0 >= it->rep) it->h0 = 0, it->t += it->tg.qb;
+    it->h0 += it->hb;
+    if (it->h0 >= it->hend) it->h0 = it->hbeg, it->t += it->qb;
     return 1;
 }
 
@@ -379,8 +439,35 @@ void attn_forward(float *o, float *lse, const float *q, const float *k, const fl
     }
 }
 
-size_t attn_backward_work_bytes(int B, int T, int H) {
-    return (size_t)B * T * H * sizeof(float);
+// The dense backward runs one task per (batch, KV group, head chunk): the task walks the key
+// blocks in order and, for each, the query tiles that see it, computing P and dS once for
+// dq, dk and dv (keys_backward_dq). It owns its dq rows outright (every key block adds to
+// them in ascending order), and its group's dk, dv rows when the group is one chunk; with
+// several chunks each writes a partial, and the partials are added in chunk order. The
+// heads are split only when B·G is below DENSE_BWD_TASKS, by the shape alone, so the bits
+// never depend on the thread count.
+#define DENSE_BWD_TASKS 8
+
+typedef struct {
+    int nhc, hbc;  // head chunks, heads per chunk
+} DenseBwd;
+
+static DenseBwd dense_bwd(int B, int G, int rep) {
+    int want = (DENSE_BWD_TASKS + B * G - 1) / (B * G);
+    if (want > rep) want = rep;
+    if (want < 1) want = 1;
+    DenseBwd d = {.hbc = (rep + want - 1) / want};
+    d.nhc = (rep + d.hbc - 1) / d.hbc;
+    return d;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+size_t attn_backward_work_bytes(int B, int T, int H, int G, int Dh) {
+    const DenseBwd d = dense_bwd(B, G, H / G);
+    size_t bytes = align64((size_t)B * T * H * sizeof(float));
+    if (d.nhc > 1) bytes += 2 * (size_t)B * G * d.nhc * T * Dh * sizeof(float);
+    return bytes;
 }
 
 void attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
@@ -389,32 +476,44 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
     NSA_ASSERT(B > 0 && T > 0 && G > 0 && H % G == 0 && Dh > 0);
     const int rep = H / G;
     const size_t ks = (size_t)G * Dh;
-    const AttnGrid tg = attn_grid(B, T, H, G);
+    const DenseBwd d = dense_bwd(B, G, rep);
     float *D = work;  // [B, T, H]
+    float *pk = (float *)((char *)work + align64((size_t)B * T * H * sizeof(float)));
+    float *pv = pk + (size_t)B * G * d.nhc * T * Dh;  // partials [(b, g, chunk)][T][Dh] (nhc > 1)
     attn_rowdot(D, dout, o, (size_t)B * T * H, Dh);
-
-    const long qtasks = attn_grid_tasks(&tg);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long task = 0; task < qtasks; task++) {
-        AttnTile tl;
-        size_t kvoff = dense_tile(&tl, task, &tg, Dh, window);
-        attn_tile_backward_dq(dq, dout, q, lse, D, k + kvoff, v + kvoff, ks, &tl, NULL, NULL, Dh);
-    }
-
-    // Key-parallel pass: task (key block, b, g) owns dk/dv rows of its keys and visits the
-    // query tiles that see them in ascending order, so the summation order is fixed. Early
-    // key blocks have the most queries: they go first.
     const int nkb = (T + L - 1) / L;
-    const long ktasks = (long)B * G * nkb;
+    const long tasks = (long)B * G * d.nhc;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (long task = 0; task < ktasks; task++) {
-        int kb = (int)(task / ((long)B * G)), g = (int)(task % G), b = (int)(task / G % B);
-        int k0 = kb * L, nk = imin(L, T - k0);
-        DenseIter it = {.b = b, .g = g, .T = T, .H = H, .rep = rep, .window = window, .tg = tg,
-                        .t = k0, .h0 = 0,
-                        .tend = window > 0 ? imin(T, k0 + nk - 1 + window) : T};
-        size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        attn_keys_backward(dk + kvoff, dv + kvoff, k + kvoff, v + kvoff, ks, k0, nk, q, dout, lse,
-                           D, dense_next, &it, Dh);
+    for (long task = 0; task < tasks; task++) {
+        const int hc = (int)(task % d.nhc), g = (int)(task / d.nhc % G), b = (int)(task / d.nhc / G);
+        const int hbeg = hc * d.hbc, hend = imin(rep, hbeg + d.hbc), hb = imin(hend - hbeg, L);
+        const size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
+        float *tdk = dk + kvoff, *tdv = dv + kvoff;
+        size_t dks = ks;
+        if (d.nhc > 1) {
+            tdk = pk + (size_t)task * T * Dh, tdv = pv + (size_t)task * T * Dh, dks = Dh;
+            memset(tdk, 0, (size_t)T * Dh * sizeof(float));
+            memset(tdv, 0, (size_t)T * Dh * sizeof(float));
+        }
+        for (int kb = 0; kb < nkb; kb++) {
+            const int k0 = kb * L, nk = imin(L, T - k0);
+            DenseIter it = {.b = b, .g = g, .T = T, .H = H, .rep = rep, .window = window, .hbeg = hbeg,
+                            .hend = hend, .hb = hb, .qb = L / hb, .t = k0, .h0 = hbeg,
+                            .tend = window > 0 ? imin(T, k0 + nk - 1 + window) : T};
+            DISPATCH_DH(Dh, keys_backward_dq(tdk, tdv, dks, dq, k + kvoff, v + kvoff, ks, k0, nk, q, dout, lse, D,
+                                             dense_next, &it, Dh_));
+        }
+    }
+    if (d.nhc == 1) return;
+#pragma omp parallel for schedule(static)
+    for (long row = 0; row < (long)B * T; row++) {
+        const int b = (int)(row / T), t = (int)(row % T);
+        for (int g = 0; g < G; g++) {
+            float *dkr = dk + (size_t)row * ks + (size_t)g * Dh, *dvr = dv + (size_t)row * ks + (size_t)g * Dh;
+            for (int hc = 0; hc < d.nhc; hc++) {
+                const size_t part = ((((size_t)b * G + g) * d.nhc + hc) * T + t) * Dh;
+                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
+            }
+        }
     }
 }

@@ -16,10 +16,11 @@
 // Key s is visible to query t iff s <= t and (window <= 0 || s > t - window).
 void attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                   int B, int T, int H, int G, int Dh, int window);
-size_t attn_backward_work_bytes(int B, int T, int H);
-// Accumulates (+=) into dq, dk, dv. dq is query-parallel; dk, dv come from a separate
-// key-parallel pass that recomputes P from q, k and lse, so every gradient row has one
-// owner and the result does not depend on the thread count.
+size_t attn_backward_work_bytes(int B, int T, int H, int G, int Dh);
+// Accumulates (+=) into dq, dk, dv. One task per (batch, KV group[, head chunk]) walks the
+// key blocks in order and the query tiles that see each, computing P and dS once for all
+// three gradients; every gradient row has one owner (head chunks add partials in chunk
+// order), so the result does not depend on the thread count.
 void attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                    const float *k, const float *v, const float *o, const float *lse,
                    void *work, int B, int T, int H, int G, int Dh, int window);

@@ -97,4 +97,33 @@ KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *co
     }
 }
 
+// Y[x] += Σ_j P[x][j] X[j] for rows x < n (Y[x] a plain row of Dh floats, P row-major with
+// ATTN_L floats per row, keys j < nk in order, X rows at stride xs): dQ += dS·K with the
+// head dimension in the vectors. R rows per pass share each X load (R·Dh accumulators, 16
+// vectors of 16 floats); rows past n repeat the last one and are stored first, so the real
+// row's store wins.
+KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
+                 int Dh) {
+    enum { RMAX = 16 };
+    const int R = Dh >= 256 ? 1 : Dh >= 128 ? 2 : Dh >= 64 ? 4 : Dh >= 32 ? 8 : RMAX;
+    for (int x0 = 0; x0 < n; x0 += R) {
+        int xr[RMAX];
+        float a[R][Dh];
+        for (int w = 0; w < R; w++) {
+            xr[w] = x0 + w < n ? x0 + w : n - 1;
+            for (int e = 0; e < Dh; e++) a[w][e] = Y[xr[w]][e];
+        }
+        for (int j = 0; j < nk; j++) {
+            const float *xj = X + (size_t)j * xs;
+            for (int w = 0; w < R; w++) {
+                const float c = P[xr[w] * ATTN_L + j];
+#pragma omp simd
+                for (int e = 0; e < Dh; e++) a[w][e] = fmaf(c, xj[e], a[w][e]);
+            }
+        }
+        for (int w = R - 1; w >= 0; w--)
+            for (int e = 0; e < Dh; e++) Y[xr[w]][e] = a[w][e];
+    }
+}
+
 #endif

@@ -94,7 +94,7 @@ static void check_case(Case c, uint64_t seed) {
     float *q = randn(&r, nq, 1.0f), *k = randn(&r, nk, 1.0f), *v = randn(&r, nk, 1.0f);
     float *dout = randn(&r, nq, 1.0f);
     float *o = zeros(nq), *lse = zeros(nl), *dq = zeros(nq), *dk = zeros(nk), *dv = zeros(nk);
-    void *work = nsa_malloc(attn_backward_work_bytes(c.B, c.T, c.H));
+    void *work = nsa_malloc(attn_backward_work_bytes(c.B, c.T, c.H, c.G, c.Dh));
     attn_forward(o, lse, q, k, v, c.B, c.T, c.H, c.G, c.Dh, c.window);
     attn_backward(dq, dk, dv, dout, q, k, v, o, lse, work, c.B, c.T, c.H, c.G, c.Dh, c.window);
 
@@ -129,6 +129,10 @@ Test(attention, matches_double_reference) {
         {1, 5, 130, 1, 8, 0},    // 130 heads per group: tiles split a group's heads
         {1, 70, 2, 1, 5, 9},     // odd head size
         {2, 20, 2, 1, 256, 0},   // the largest head size config_validate allows
+        // The backward splits a group's heads into chunks (partial dk, dv added in chunk
+        // order) only while B*G < 8: these two keep one chunk per group.
+        {4, 33, 4, 2, 16, 0},    // B*G = 8: the group's dk, dv written directly
+        {8, 9, 130, 1, 8, 0},    // one chunk of 130 heads: tiles of 64 heads
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i], 100 + i);
 }
@@ -144,7 +148,7 @@ Test(attention, finite_differences) {
     float *q = randn(&r, nq, 1.0f), *k = randn(&r, nk, 1.0f), *v = randn(&r, nk, 1.0f);
     float *w = randn(&r, nq, 1.0f), *o = zeros(nq), *lse = zeros((size_t)B * T * H);
     float *dq = zeros(nq), *dk = zeros(nk), *dv = zeros(nk);
-    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H));
+    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H, G, Dh));
     attn_forward(o, lse, q, k, v, B, T, H, G, Dh, window);
     attn_backward(dq, dk, dv, w, q, k, v, o, lse, work, B, T, H, G, Dh, window);
 
@@ -181,7 +185,7 @@ Test(attention, backward_accumulates) {
     float *q = randn(&r, nq, 1.0f), *k = randn(&r, nk, 1.0f), *v = randn(&r, nk, 1.0f);
     float *dout = randn(&r, nq, 1.0f), *o = zeros(nq), *lse = zeros((size_t)B * T * H);
     float *g1[3] = {zeros(nq), zeros(nk), zeros(nk)}, *g2[3] = {zeros(nq), zeros(nk), zeros(nk)};
-    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H));
+    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H, G, Dh));
     attn_forward(o, lse, q, k, v, B, T, H, G, Dh, window);
     attn_backward(g1[0], g1[1], g1[2], dout, q, k, v, o, lse, work, B, T, H, G, Dh, window);
     for (int pass = 0; pass < 2; pass++)
@@ -208,7 +212,7 @@ Test(attention, deterministic_across_threads) {
     size_t nq = (size_t)B * T * H * Dh, nk = (size_t)B * T * G * Dh, nl = (size_t)B * T * H;
     float *q = randn(&r, nq, 1.0f), *k = randn(&r, nk, 1.0f), *v = randn(&r, nk, 1.0f);
     float *dout = randn(&r, nq, 1.0f);
-    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H));
+    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H, G, Dh));
     const int windows[2] = {0, 40};
     for (int wi = 0; wi < 2; wi++) {
         float *out[2][5];
