@@ -113,8 +113,10 @@ static inline void tile_row_terms(float *lser, float *Dr, const float *lse, cons
     }
 }
 
-// sc (NULL: not kept) receives the masked scores, sc[s * L + r] for key s and row r.
-KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc,
+// sc (NULL: not kept) receives every chunk's probabilities before normalisation,
+// sc[s * L + r] = exp(score - base) for key s and row r (0 where masked), and bases[c * L + r]
+// the base of chunk c = s0 / L (chunks must start at multiples of L).
+KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc, float *restrict bases,
                     const float *restrict q, const float *restrict k, const float *restrict v,
                     size_t ks, const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
     float QT[Dh * L], OT[Dh * L], S[L * L];
@@ -145,7 +147,6 @@ KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc,
                 }
             }
         }
-        if (sc) memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
 #pragma omp simd
         for (int r = 0; r < L; r++) {
             base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // row with no key yet: p = 0
@@ -159,6 +160,11 @@ KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc,
                 S[j * L + r] = p;
                 sum[r] += p;
             }
+        }
+        if (sc) {
+            NSA_ASSERT(s0 % L == 0);
+            memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
+            memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
         }
         for (int r = 0; r < L; r++) l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
         for (int e = 0; e < Dh; e++)
@@ -333,14 +339,15 @@ void attn_tile_forward(float *o, float *lse, const float *q, const float *k, con
                        int Dh) {
     RangeChunks rc;
     if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
-    DISPATCH_DH(Dh, tile_forward(o, lse, NULL, q, k, v, kv_stride, tl, next, ctx, Dh_));
+    DISPATCH_DH(Dh, tile_forward(o, lse, NULL, NULL, q, k, v, kv_stride, tl, next, ctx, Dh_));
 }
 
-void attn_tile_forward_scores(float *o, float *lse, float *scores, const float *q, const float *k,
-                              const float *v, size_t kv_stride, const AttnTile *tl, int Dh) {
+void attn_tile_forward_probs(float *o, float *lse, float *probs, float *bases, const float *q, const float *k,
+                             const float *v, size_t kv_stride, const AttnTile *tl, int Dh) {
     RangeChunks rc;
     range_chunks_init(&rc, tl);
-    DISPATCH_DH(Dh, tile_forward(o, lse, scores, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
+    NSA_ASSERT(rc.s0 >= rc.uhi || rc.s0 == 0);  // chunks from key 0
+    DISPATCH_DH(Dh, tile_forward(o, lse, probs, bases, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
 }
 
 void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
@@ -351,9 +358,9 @@ void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const f
     DISPATCH_DH(Dh, tile_backward_dq(dq, dout, q, lse, D, k, v, kv_stride, tl, next, ctx, Dh_));
 }
 
-KERNEL tile_probs(float *restrict P, const float *restrict q, const float *restrict lse,
+KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q, const float *restrict lse,
                   const float *restrict k, size_t ks, const AttnTile *tl, int k0, int nk, int Dh) {
-    float QT[Dh * L], lser[L];
+    float QT[Dh * L], lser[L], mx[L], f[L];
     const float *qp[L], *kp[L];
     int lo[L], hi[L];
     NSA_ASSERT(nk > 0 && nk <= L);
@@ -362,22 +369,39 @@ KERNEL tile_probs(float *restrict P, const float *restrict q, const float *restr
     for (int r = 0; r < L; r++) {
         lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
         lo[r] = r < tl->n ? tl->lo[r] : 0, hi[r] = r < tl->n ? tl->hi[r] : 0;
+        mx[r] = m[r];
     }
     key_ptrs(kp, k, ks, k0, nk);
     lanes_dot(P, QT, kp, nk, Dh);
+    // The running maximum over the visible scores, as tile_forward keeps it.
     for (int j = 0; j < nk; j++) {
         const int s = k0 + j;
 #pragma omp simd
         for (int r = 0; r < L; r++) {
-            float p = attn_expf(P[j * L + r] - lser[r]);
+            const float x = s >= lo[r] && s < hi[r] ? P[j * L + r] : -INFINITY;
+            mx[r] = x > mx[r] ? x : mx[r];
+        }
+    }
+    float base[L];
+#pragma omp simd
+    for (int r = 0; r < L; r++) {
+        base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // no key yet: p = 0
+        f[r] = attn_expf(base[r] - lser[r]);
+        m[r] = mx[r];
+    }
+    for (int j = 0; j < nk; j++) {
+        const int s = k0 + j;
+#pragma omp simd
+        for (int r = 0; r < L; r++) {
+            const float p = attn_expf(P[j * L + r] - base[r]) * f[r];
             P[j * L + r] = s >= lo[r] && s < hi[r] ? p : 0.0f;
         }
     }
 }
 
-void attn_tile_probs(float *p, const float *q, const float *lse, const float *k,
+void attn_tile_probs(float *p, float *m, const float *q, const float *lse, const float *k,
                      size_t kv_stride, const AttnTile *tl, int k0, int nk, int Dh) {
-    DISPATCH_DH(Dh, tile_probs(p, q, lse, k, kv_stride, tl, k0, nk, Dh_));
+    DISPATCH_DH(Dh, tile_probs(p, m, q, lse, k, kv_stride, tl, k0, nk, Dh_));
 }
 
 void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, size_t kv_stride,

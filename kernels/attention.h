@@ -71,13 +71,15 @@ typedef int (*AttnChunkIter)(void *ctx, int *k0, int *nk, int *lo, int *hi);
 void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                        size_t kv_stride, const AttnTile *tl, AttnChunkIter next, void *ctx,
                        int Dh);
-// The same over the rows' own ranges (next = NULL above), also keeping every score the
-// softmax saw: scores[s * ATTN_ROWS + r] = q_r·k_s / sqrt(Dh), or -INFINITY where key s is
-// outside row r's range, for every key s of the chunks visited (from the union's lowest key
-// up to its highest). Bit-identical o and lse to attn_tile_forward; the compressed branch
-// derives the selection scores from these without a second pass over its keys.
-void attn_tile_forward_scores(float *o, float *lse, float *scores, const float *q, const float *k,
-                              const float *v, size_t kv_stride, const AttnTile *tl, int Dh);
+// The same over the rows' own ranges (next = NULL above), which must start at key 0, also
+// keeping what the selection needs: probs[s * ATTN_ROWS + r] = exp(q_r·k_s / sqrt(Dh) - base)
+// (0 where key s is outside row r's range) for every key s of the chunks visited, and
+// bases[c * ATTN_ROWS + r] = the base of chunk c (keys [64c, 64c + 64)): the running maximum
+// of the row's scores up to that chunk (0 while it has none). The selection probability is
+// then p = probs · exp(base - lse), one exp per row and chunk rather than per key, and
+// bit-identical to attn_tile_probs. o and lse as attn_tile_forward's.
+void attn_tile_forward_probs(float *o, float *lse, float *probs, float *bases, const float *q, const float *k,
+                             const float *v, size_t kv_stride, const AttnTile *tl, int Dh);
 // dq += Σ_s ds_s k_s / sqrt(Dh), p = exp(score - lse), ds = p (dout·v_s - D), per row, over
 // the same keys as the forward.
 void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
@@ -91,10 +93,14 @@ void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, si
                         int k0, int nk, const float *q, const float *dout, const float *lse,
                         const float *D, AttnTileIter next, void *ctx, int Dh);
 
-// p[j][r] = exp(q_r·k_j / sqrt(Dh) - lse[r]) for keys [k0, k0 + nk), nk <= ATTN_KEYS, with
-// 0 where key k0 + j is outside row r's range [tl->lo[r], tl->hi[r]); p is [nk][ATTN_ROWS]
-// (rows past tl->n are 0). Recomputes a softmax's probabilities from its saved lse.
-void attn_tile_probs(float *p, const float *q, const float *lse, const float *k,
+// The softmax probabilities of a tile's rows recomputed from their saved lse, chunk by chunk
+// exactly as attn_tile_forward_probs derives them: for keys [k0, k0 + nk), nk <= ATTN_KEYS,
+// p[j][r] = exp(score - base_r) · exp(base_r - lse[r]), where base_r is the running maximum
+// m[r] of the row's visible scores over this and the earlier chunks (0 while none is
+// visible); 0 where key k0 + j is outside [tl->lo[r], tl->hi[r]). p is [nk][ATTN_ROWS].
+// m [ATTN_ROWS] is the caller's: -INFINITY before the first chunk (k0 = 0), then chunks in
+// ascending order of 64 keys.
+void attn_tile_probs(float *p, float *m, const float *q, const float *lse, const float *k,
                      size_t kv_stride, const AttnTile *tl, int k0, int nk, int Dh);
 
 // D[r] = dout_r · o_r for `rows` rows of Dh floats (the softmax backward's row term).

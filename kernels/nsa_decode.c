@@ -79,9 +79,11 @@ void nsa_select_decode(int32_t *idx, const float *q, const float *kc, const floa
                 AttnTile tl;
                 attn_tile_rows(&tl, 0, m, H, i, NULL, 1, g * rep + h0, nh);
                 for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nvis;
+                float mrun[ATTN_ROWS];
+                for (int r = 0; r < ATTN_ROWS; r++) mrun[r] = -INFINITY;
                 for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
                     const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
-                    attn_tile_probs(P, q, lse, kc + (size_t)g * Dh, ks, &tl, c0, nk, Dh);
+                    attn_tile_probs(P, mrun, q, lse, kc + (size_t)g * Dh, ks, &tl, c0, nk, Dh);
                     for (int j = 0; j < nk; j++)
                         for (int r = 0; r < tl.n; r++) pg[c0 + j] += P[j * ATTN_ROWS + r];
                 }

@@ -194,9 +194,11 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
                 AttnTile tl;
                 attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
                 for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, tl.t[r]);
+                float m[ATTN_ROWS];
+                for (int r = 0; r < ATTN_ROWS; r++) m[r] = -INFINITY;
                 for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
                     const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
-                    attn_tile_probs(P, q, lse, kcg, ks, &tl, c0, nk, Dh);
+                    attn_tile_probs(P, m, q, lse, kcg, ks, &tl, c0, nk, Dh);
                     for (int j = 0; j < nk; j++)
                         for (int r = 0; r < tl.n; r++) pg[(r / hb) * Nc + c0 + j] += P[j * ATTN_ROWS + r];
                 }
@@ -217,11 +219,13 @@ static inline __attribute__((always_inline)) void add_heads(float *restrict pg, 
         for (int i = 0; i < qb; i++) pg[i] += p[i * hb + h];
 }
 
-// Slot i: the tile's scores [Nc][ATTN_ROWS], pg [Nc][qb], ps [Ns][qb]. Same slot rule as above.
+// Slot i: the tile's probabilities [Nc][ATTN_ROWS] and chunk bases [ceil(Nc / 64)][ATTN_ROWS]
+// (attn_tile_forward_probs), pg [Nc][qb], ps [Ns][qb]. Same slot rule as above.
+static size_t cmp_select_bases(const NsaShape *s) { return (size_t)(nsa_n_cmp(s) + ATTN_KEYS - 1) / ATTN_KEYS * ATTN_ROWS; }
 static size_t cmp_select_slot_floats(const NsaShape *s) {
     const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
     const size_t Nc = (size_t)nsa_n_cmp(s);
-    return Nc * ATTN_ROWS + (size_t)gr.qb * Nc + (size_t)gr.qb * nsa_n_slc(s);
+    return Nc * ATTN_ROWS + cmp_select_bases(s) + (size_t)gr.qb * Nc + (size_t)gr.qb * nsa_n_slc(s);
 }
 
 size_t nsa_cmp_select_work_bytes(const NsaShape *s) {
@@ -238,7 +242,7 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
 #pragma omp parallel for schedule(static, 1)
     for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
         float *sc = (float *)work + (size_t)slot * cmp_select_slot_floats(s);
-        float *pg = sc + (size_t)Nc * ATTN_ROWS, *ps = pg + (size_t)gr.qb * Nc;
+        float *bases = sc + (size_t)Nc * ATTN_ROWS, *pg = bases + cmp_select_bases(s), *ps = pg + (size_t)gr.qb * Nc;
         // Costliest (last) position blocks first, spread over the slots.
         for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
             int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
@@ -250,17 +254,23 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
                 AttnTile tl;
                 attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
                 for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, tl.t[r]);
-                attn_tile_forward_scores(o, lse, sc, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
-                // p_cmp exactly as attn_tile_probs recomputes it (same score, same exp), summed
-                // over heads in head order: the bits nsa_select gets.
+                attn_tile_forward_probs(o, lse, sc, bases, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
+                // p_cmp exactly as attn_tile_probs recomputes it (the forward's exp(score -
+                // base) times exp(base - lse) per chunk), summed over heads in head order: the
+                // bits nsa_select gets, with one exp per row and chunk instead of per key.
                 const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
-                float lser[ATTN_ROWS], p[ATTN_ROWS];
+                float lser[ATTN_ROWS], p[ATTN_ROWS], f[ATTN_ROWS];
                 for (int r = 0; r < ATTN_ROWS; r++)
                     lser[r] = r < tl.n && lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
                 for (int c = 0; c < nvis; c++) {
                     const float *scc = sc + (size_t)c * ATTN_ROWS;
+                    if (c % ATTN_KEYS == 0) {
+                        const float *bc = bases + (size_t)c;  // chunk c / 64's row
 #pragma omp simd
-                    for (int r = 0; r < ATTN_ROWS; r++) p[r] = attn_expf(scc[r] - lser[r]);
+                        for (int r = 0; r < ATTN_ROWS; r++) f[r] = attn_expf(bc[r] - lser[r]);
+                    }
+#pragma omp simd
+                    for (int r = 0; r < ATTN_ROWS; r++) p[r] = scc[r] * f[r];
                     // Rows of one position are adjacent (r = i * hb + h): add them in head
                     // order into pg [Nc][qb] (one vector of positions per block). A block a
                     // row cannot see adds exp(-inf) = +0, which leaves the sum's bits alone.
