@@ -110,13 +110,13 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     }
     for (int j = 0; j < jmax; j++) {
         const float *x = ps + (size_t)j * np;
-        unsigned char f[ATTN_ROWS];
         // Enters iff x >= 0 (not taken, not NaN) and, once the list is full, x > its last.
-#pragma omp simd
-        for (int i = 0; i < np; i++) f[i] = (j < nc[i]) & (x[i] >= 0.0f) & (x[i] > thr[i]);
-        for (int i = 0; i < np; i++) {
-            if (!f[i]) continue;
-            const int k = kk[i];
+        uint64_t enter = 0;
+#pragma omp simd reduction(| : enter)
+        for (int i = 0; i < np; i++) enter |= (uint64_t)((j < nc[i]) & (x[i] >= 0.0f) & (x[i] > thr[i])) << i;
+        while (enter) {
+            const int i = __builtin_ctzll(enter), k = kk[i];
+            enter &= enter - 1;
             int pos = nb[i] < k ? nb[i]++ : k - 1;
             while (pos > 0 && x[i] > bs[i][pos - 1]) {
                 bs[i][pos] = bs[i][pos - 1], best[i][pos] = best[i][pos - 1];
@@ -126,20 +126,21 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
             if (nb[i] == k) thr[i] = bs[i][k - 1];
         }
     }
+    // Ascending ids: the picks are distinct blocks < ncand, so a bitmap sorts them.
+    const int nw = (jmax + 64) / 64;
+    uint64_t *bits = nsa_malloc((size_t)nw * sizeof(uint64_t));
     for (int i = 0; i < nt; i++) {
         if (cnt[i] < 0) continue;
         int32_t *o = out + (size_t)i * ostride;
-        int c = cnt[i];
-        for (int a = 0; a < (kk[i] > 0 ? nb[i] : 0); a++) o[c++] = best[i][a];
+        int c = 0;
+        for (int w = 0; w < nw; w++) bits[w] = 0;
+        for (int a = 0; a < cnt[i]; a++) bits[o[a] / 64] |= (uint64_t)1 << (o[a] % 64);
+        for (int a = 0; a < (kk[i] > 0 ? nb[i] : 0); a++) bits[best[i][a] / 64] |= (uint64_t)1 << (best[i][a] % 64);
+        for (int w = 0; w < nw; w++)
+            for (uint64_t b = bits[w]; b; b &= b - 1) o[c++] = w * 64 + __builtin_ctzll(b);
         for (int a = c; a < n; a++) o[a] = -1;
-        for (int a = 1; a < c; a++)
-            for (int b = a; b > 0 && o[b - 1] > o[b]; b--) {
-                int32_t tmp = o[b];
-                o[b] = o[b - 1];
-                o[b - 1] = tmp;
-            }
     }
-    free(best), free(bs);
+    free(bits), free(best), free(bs);
 }
 
 // Eq. 9 for positions of one tile at once: ps[j * np + i] = Σ_m Σ_nn pg[c * np + i] over
@@ -275,7 +276,7 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
                     // order into pg [Nc][qb] (one vector of positions per block). A block a
                     // row cannot see adds exp(-inf) = +0, which leaves the sum's bits alone.
                     float *pgc = pg + (size_t)c * gr.qb;
-                    switch (hb) {  // a literal stride lets gcc deinterleave with permutes
+                    switch (hb) {  // a literal stride: gcc's gathers become permutes
                     case 4: add_heads(pgc, p, 4, gr.qb); break;
                     case 8: add_heads(pgc, p, 8, gr.qb); break;
                     case 2: add_heads(pgc, p, 2, gr.qb); break;
