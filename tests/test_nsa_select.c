@@ -155,6 +155,7 @@ Test(nsa_select, matches_naive) {
     check_select_case(kref_nsa_shape(1, 77, 2, 2, 16, 8, 8, 8, 4), 36);     // l = d = l'
     check_select_case(kref_nsa_shape(1, 10, 2, 1, 16, 16, 4, 4, 2), 37);    // T < l: all scores 0
     check_select_case(kref_nsa_shape(1, 90, 130, 2, 8, 16, 8, 16, 4), 38);  // r = 65: two head chunks
+    check_select_case(kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), 39); // small's group: r = 4, 16 positions a tile
 }
 
 Test(nsa_select, forced_and_ties) {
