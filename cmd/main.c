@@ -26,7 +26,7 @@ static const Command commands[] = {
      cmd_generate},
     {"trace", "--ckpt FILE --data data.h5 --out trace.h5    logits, loss, grads, selection", cmd_trace},
     {"hangcheck", "[--layers 1,12] [--seq 128,512,1024,2048] [--timeout SEC] [--json FILE]", cmd_hangcheck},
-    {"bench", "[kernels|q4k|decode|attn]   long kernel measurements (never part of make test)", cmd_bench},
+    {"bench", "[kernels|q4k|decode|attn|train]   long measurements (never part of make test)", cmd_bench},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
