@@ -2,10 +2,14 @@
 // is built from (shared with the NSA kernels, nsa_*.c).
 #include "kernels/attention.h"
 
+#include <stdlib.h>
+
 #include "kernels/attn_lanes.h"
 #include "kernels/common.h"
 
 #define L ATTN_L
+// Causal query tiles per task of the dense forward (tiles_forward).
+#define ATTN_SUPER 8
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
@@ -113,71 +117,133 @@ static inline void tile_row_terms(float *lser, float *Dr, const float *lse, cons
     }
 }
 
-// sc (NULL: not kept) receives every chunk's probabilities before normalisation,
+// The online-softmax state of one query tile: scaled queries and output transposed
+// ([Dh][L] each, the caller's memory), running maximum and sum per row.
+typedef struct {
+    float *QT, *OT;
+    float m[L], l[L];
+} FwdState;
+
+KERNEL fwd_init(FwdState *st, const float *restrict q, const AttnTile *tl, int Dh) {
+    const float *qp[L];
+    tile_ptrs(qp, q, tl, Dh);
+    lanes_transpose(st->QT, qp, tl->n, Dh, 1.0f / sqrtf((float)Dh));
+    for (int r = 0; r < L; r++) st->m[r] = -INFINITY, st->l[r] = 0.0f;
+    for (int i = 0; i < Dh * L; i++) st->OT[i] = 0.0f;
+}
+
+// One chunk of keys [s0, s0 + nk) (rows kp, vp), row r seeing [lo[r], hi[r]) of them.
+// sc (NULL: not kept) receives the chunk's probabilities before normalisation,
 // sc[s * L + r] = exp(score - base) for key s and row r (0 where masked), and bases[c * L + r]
 // the base of chunk c = s0 / L (chunks must start at multiples of L).
+KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const float *const *kp,
+                 const float *const *vp, int n, int s0, int nk, const int *lo, const int *hi, int Dh) {
+    float S[L * L], mx[L], base[L], corr[L], sum[L];
+    float *restrict m = st->m, *restrict l = st->l, *restrict OT = st->OT;
+    lanes_dot(S, st->QT, kp, nk, Dh);  // S[j][r] = q_r·k_j / sqrt(Dh)
+    for (int r = 0; r < L; r++) mx[r] = m[r];
+    if (chunk_full(lo, hi, n, s0, nk)) {
+        for (int j = 0; j < nk; j++)
+#pragma omp simd
+            for (int r = 0; r < L; r++) mx[r] = S[j * L + r] > mx[r] ? S[j * L + r] : mx[r];
+    } else {
+        for (int j = 0; j < nk; j++) {
+            const int s = s0 + j;
+#pragma omp simd
+            for (int r = 0; r < L; r++) {
+                float x = s >= lo[r] && s < hi[r] ? S[j * L + r] : -INFINITY;
+                S[j * L + r] = x;
+                mx[r] = x > mx[r] ? x : mx[r];
+            }
+        }
+    }
+#pragma omp simd
+    for (int r = 0; r < L; r++) {
+        base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // row with no key yet: p = 0
+        corr[r] = attn_expf(m[r] - base[r]);
+        sum[r] = 0.0f;
+    }
+    for (int j = 0; j < nk; j++) {
+#pragma omp simd
+        for (int r = 0; r < L; r++) {
+            float p = attn_expf(S[j * L + r] - base[r]);
+            S[j * L + r] = p;
+            sum[r] += p;
+        }
+    }
+    if (sc) {
+        NSA_ASSERT(s0 % L == 0);
+        memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
+        memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
+    }
+    for (int r = 0; r < L; r++) l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
+    for (int e = 0; e < Dh; e++)
+#pragma omp simd
+        for (int r = 0; r < L; r++) OT[e * L + r] *= corr[r];
+    lanes_axpy(OT, S, vp, nk, Dh);  // OT[e][r] += Σ_j p[j][r] v_j[e]
+}
+
+KERNEL fwd_finish(float *restrict o, float *restrict lse, const FwdState *st, const AttnTile *tl, int Dh) {
+    for (int r = 0; r < tl->n; r++) {
+        float *orow = o + tl->off[r] * Dh;
+        const float inv = st->l[r] > 0.0f ? 1.0f / st->l[r] : 0.0f;
+        for (int e = 0; e < Dh; e++) orow[e] = st->OT[e * L + r] * inv;
+        lse[tl->off[r]] = st->l[r] > 0.0f ? st->m[r] + logf(st->l[r]) : -INFINITY;
+    }
+}
+
+// sc, bases: see fwd_chunk.
 KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc, float *restrict bases,
                     const float *restrict q, const float *restrict k, const float *restrict v,
                     size_t ks, const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
-    float QT[Dh * L], OT[Dh * L], S[L * L];
-    float m[L], l[L], mx[L], base[L], corr[L], sum[L];
-    const float *qp[L], *kp[L], *vp[L];
+    float QT[Dh * L], OT[Dh * L];
+    const float *kp[L], *vp[L];
     int lo[L], hi[L], s0, nk;
-    tile_ptrs(qp, q, tl, Dh);
-    lanes_transpose(QT, qp, tl->n, Dh, 1.0f / sqrtf((float)Dh));
-    for (int r = 0; r < L; r++) m[r] = -INFINITY, l[r] = 0.0f;
-    for (int i = 0; i < Dh * L; i++) OT[i] = 0.0f;
+    FwdState st = {.QT = QT, .OT = OT};
+    fwd_init(&st, q, tl, Dh);
     while (tile_chunk(next, ctx, tl->n, &s0, &nk, lo, hi)) {
         key_ptrs(kp, k, ks, s0, nk);
         key_ptrs(vp, v, ks, s0, nk);
-        lanes_dot(S, QT, kp, nk, Dh);  // S[j][r] = q_r·k_j / sqrt(Dh)
-        for (int r = 0; r < L; r++) mx[r] = m[r];
-        if (chunk_full(lo, hi, tl->n, s0, nk)) {
-            for (int j = 0; j < nk; j++)
-#pragma omp simd
-                for (int r = 0; r < L; r++) mx[r] = S[j * L + r] > mx[r] ? S[j * L + r] : mx[r];
-        } else {
-            for (int j = 0; j < nk; j++) {
-                const int s = s0 + j;
-#pragma omp simd
-                for (int r = 0; r < L; r++) {
-                    float x = s >= lo[r] && s < hi[r] ? S[j * L + r] : -INFINITY;
-                    S[j * L + r] = x;
-                    mx[r] = x > mx[r] ? x : mx[r];
-                }
-            }
+        fwd_chunk(&st, sc, bases, kp, vp, tl->n, s0, nk, lo, hi, Dh);
+    }
+    fwd_finish(o, lse, &st, tl, Dh);
+}
+
+// Several causal query tiles of one KV head at once (rows' ranges all start at key 0): each
+// chunk of keys is loaded once and used by every tile that sees it while it is in cache,
+// where one tile at a time streamed all of K and V once per tile (past the LLC at 64k).
+// A tile's chunks are exactly tile_forward's ([0, 64), [64, 128), ... up to its own last
+// key), in the same order, so every row gets the same bits. scratch: 2 * ntl * Dh * L floats.
+KERNEL tiles_forward(float *restrict o, float *restrict lse, const float *restrict q, const float *restrict k,
+                     const float *restrict v, size_t ks, const AttnTile *tls, int ntl, float *scratch, int Dh) {
+    FwdState st[ATTN_SUPER];
+    int uhi[ATTN_SUPER], U = 0;
+    NSA_ASSERT(ntl >= 1 && ntl <= ATTN_SUPER);
+    for (int i = 0; i < ntl; i++) {
+        st[i].QT = scratch + (size_t)2 * i * Dh * L, st[i].OT = st[i].QT + (size_t)Dh * L;
+        fwd_init(&st[i], q, &tls[i], Dh);
+        uhi[i] = 0;
+        for (int r = 0; r < tls[i].n; r++) {
+            NSA_ASSERT(tls[i].lo[r] == 0);
+            uhi[i] = imax(uhi[i], tls[i].hi[r]);
         }
-#pragma omp simd
-        for (int r = 0; r < L; r++) {
-            base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // row with no key yet: p = 0
-            corr[r] = attn_expf(m[r] - base[r]);
-            sum[r] = 0.0f;
-        }
-        for (int j = 0; j < nk; j++) {
-#pragma omp simd
+        U = imax(U, uhi[i]);
+    }
+    const float *kp[L], *vp[L];
+    int lo[L], hi[L];
+    for (int s0 = 0; s0 < U; s0 += L) {
+        key_ptrs(kp, k, ks, s0, imin(L, U - s0));
+        key_ptrs(vp, v, ks, s0, imin(L, U - s0));
+        for (int i = 0; i < ntl; i++) {
+            if (s0 >= uhi[i]) continue;
             for (int r = 0; r < L; r++) {
-                float p = attn_expf(S[j * L + r] - base[r]);
-                S[j * L + r] = p;
-                sum[r] += p;
+                const int in = r < tls[i].n;
+                lo[r] = in ? tls[i].lo[r] : 0, hi[r] = in ? tls[i].hi[r] : 0;
             }
+            fwd_chunk(&st[i], NULL, NULL, kp, vp, tls[i].n, s0, imin(L, uhi[i] - s0), lo, hi, Dh);
         }
-        if (sc) {
-            NSA_ASSERT(s0 % L == 0);
-            memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
-            memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
-        }
-        for (int r = 0; r < L; r++) l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
-        for (int e = 0; e < Dh; e++)
-#pragma omp simd
-            for (int r = 0; r < L; r++) OT[e * L + r] *= corr[r];
-        lanes_axpy(OT, S, vp, nk, Dh);  // OT[e][r] += Σ_j p[j][r] v_j[e]
     }
-    for (int r = 0; r < tl->n; r++) {
-        float *orow = o + tl->off[r] * Dh;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        for (int e = 0; e < Dh; e++) orow[e] = OT[e * L + r] * inv;
-        lse[tl->off[r]] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
-    }
+    for (int i = 0; i < ntl; i++) fwd_finish(o, lse, &st[i], &tls[i], Dh);
 }
 
 KERNEL tile_backward_dq(float *restrict dq, const float *restrict dout, const float *restrict q,
@@ -454,12 +520,36 @@ void attn_forward(float *o, float *lse, const float *q, const float *k, const fl
     NSA_ASSERT(B > 0 && T > 0 && G > 0 && H % G == 0 && Dh > 0);
     const size_t ks = (size_t)G * Dh;
     const AttnGrid gr = attn_grid(B, T, H, G);
-    const long tasks = attn_grid_tasks(&gr);
+    if (window > 0) {  // a window's keys are few and stay cached: one tile per task
+        const long tasks = attn_grid_tasks(&gr);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (long task = 0; task < tasks; task++) {
-        AttnTile tl;
-        size_t kvoff = dense_tile(&tl, task, &gr, Dh, window);
-        attn_tile_forward(o, lse, q, k + kvoff, v + kvoff, ks, &tl, NULL, NULL, Dh);
+        for (long task = 0; task < tasks; task++) {
+            AttnTile tl;
+            size_t kvoff = dense_tile(&tl, task, &gr, Dh, window);
+            attn_tile_forward(o, lse, q, k + kvoff, v + kvoff, ks, &tl, NULL, NULL, Dh);
+        }
+        return;
+    }
+    // Causal: ATTN_SUPER consecutive position blocks of one (b, g, head chunk) per task,
+    // sharing each chunk of keys (tiles_forward); latest positions first.
+    const long per_block = (long)B * G * gr.nhc, nsup = (gr.nqb + ATTN_SUPER - 1) / ATTN_SUPER;
+#pragma omp parallel
+    {
+        float *scratch = nsa_malloc((size_t)2 * ATTN_SUPER * Dh * L * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < nsup * per_block; task++) {
+            const long si = nsup - 1 - task / per_block, rest = task % per_block;
+            AttnTile tls[ATTN_SUPER];
+            int ntl = 0;
+            size_t kvoff = 0;
+            for (long qbi = si * ATTN_SUPER; qbi < gr.nqb && qbi < (si + 1) * ATTN_SUPER; qbi++) {
+                // grid task of position block qbi with the same (b, g, head chunk)
+                const long gt = (gr.nqb - 1 - qbi) * per_block + rest;
+                kvoff = dense_tile(&tls[ntl++], gt, &gr, Dh, 0);
+            }
+            DISPATCH_DH(Dh, tiles_forward(o, lse, q, k + kvoff, v + kvoff, ks, tls, ntl, scratch, Dh_));
+        }
+        free(scratch);
     }
 }
 
