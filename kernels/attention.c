@@ -476,6 +476,21 @@ void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, si
     DISPATCH_DH(Dh, keys_backward(dk, dv, k, v, kv_stride, k0, nk, q, dout, lse, D, next, ctx, Dh_));
 }
 
+void attn_keys_backward_dq(float *dk, float *dv, size_t dk_stride, float *dq, const float *k, const float *v,
+                           size_t kv_stride, int k0, int nk, const float *q, const float *dout, const float *lse,
+                           const float *D, AttnTileIter next, void *ctx, int Dh) {
+    DISPATCH_DH(Dh, keys_backward_dq(dk, dv, dk_stride, dq, k, v, kv_stride, k0, nk, q, dout, lse, D, next, ctx, Dh_));
+}
+
+AttnBwdSplit attn_bwd_split(int B, int G, int rep) {
+    int want = (ATTN_BWD_TASKS + B * G - 1) / (B * G);
+    if (want > rep) want = rep;
+    if (want < 1) want = 1;
+    AttnBwdSplit d = {.hbc = (rep + want - 1) / want};
+    d.nhc = (rep + d.hbc - 1) / d.hbc;
+    return d;
+}
+
 void attn_rowdot(float *D, const float *dout, const float *o, size_t rows, int Dh) {
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++) D[r] = dotf(dout + r * Dh, o + r * Dh, Dh);
@@ -558,27 +573,12 @@ void attn_forward(float *o, float *lse, const float *q, const float *k, const fl
 // dq, dk and dv (keys_backward_dq). It owns its dq rows outright (every key block adds to
 // them in ascending order), and its group's dk, dv rows when the group is one chunk; with
 // several chunks each writes a partial, and the partials are added in chunk order. The
-// heads are split only when B·G is below DENSE_BWD_TASKS, by the shape alone, so the bits
-// never depend on the thread count.
-#define DENSE_BWD_TASKS 8
-
-typedef struct {
-    int nhc, hbc;  // head chunks, heads per chunk
-} DenseBwd;
-
-static DenseBwd dense_bwd(int B, int G, int rep) {
-    int want = (DENSE_BWD_TASKS + B * G - 1) / (B * G);
-    if (want > rep) want = rep;
-    if (want < 1) want = 1;
-    DenseBwd d = {.hbc = (rep + want - 1) / want};
-    d.nhc = (rep + d.hbc - 1) / d.hbc;
-    return d;
-}
-
+// heads are split only when B·G is below ATTN_BWD_TASKS (attn_bwd_split), by the shape
+// alone, so the bits never depend on the thread count.
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 size_t attn_backward_work_bytes(int B, int T, int H, int G, int Dh) {
-    const DenseBwd d = dense_bwd(B, G, H / G);
+    const AttnBwdSplit d = attn_bwd_split(B, G, H / G);
     size_t bytes = align64((size_t)B * T * H * sizeof(float));
     if (d.nhc > 1) bytes += 2 * (size_t)B * G * d.nhc * T * Dh * sizeof(float);
     return bytes;
@@ -590,7 +590,7 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
     NSA_ASSERT(B > 0 && T > 0 && G > 0 && H % G == 0 && Dh > 0);
     const int rep = H / G;
     const size_t ks = (size_t)G * Dh;
-    const DenseBwd d = dense_bwd(B, G, rep);
+    const AttnBwdSplit d = attn_bwd_split(B, G, rep);
     float *D = work;  // [B, T, H]
     float *pk = (float *)((char *)work + align64((size_t)B * T * H * sizeof(float)));
     float *pv = pk + (size_t)B * G * d.nhc * T * Dh;  // partials [(b, g, chunk)][T][Dh] (nhc > 1)
@@ -614,8 +614,8 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
             DenseIter it = {.b = b, .g = g, .T = T, .H = H, .rep = rep, .window = window, .hbeg = hbeg,
                             .hend = hend, .hb = hb, .qb = L / hb, .t = k0, .h0 = hbeg,
                             .tend = window > 0 ? imin(T, k0 + nk - 1 + window) : T};
-            DISPATCH_DH(Dh, keys_backward_dq(tdk, tdv, dks, dq, k + kvoff, v + kvoff, ks, k0, nk, q, dout, lse, D,
-                                             dense_next, &it, Dh_));
+            attn_keys_backward_dq(tdk, tdv, dks, dq, k + kvoff, v + kvoff, ks, k0, nk, q, dout, lse, D, dense_next,
+                                  &it, Dh);
         }
     }
     if (d.nhc == 1) return;

@@ -93,6 +93,24 @@ void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, si
                         int k0, int nk, const float *q, const float *dout, const float *lse,
                         const float *D, AttnTileIter next, void *ctx, int Dh);
 
+// attn_keys_backward for a pass that also owns the dq rows of every tile next() yields:
+// P and dS are computed once for dq, dk and dv. ds is scaled by 1/sqrt(Dh) once; dq_r +=
+// Σ_j ds[r][j] k_j (k read in place, keys in order); dk, dv rows (at dk_stride, which may
+// differ from the keys' kv_stride: partial sums) get Σ over the rows in order, added once.
+void attn_keys_backward_dq(float *dk, float *dv, size_t dk_stride, float *dq, const float *k, const float *v,
+                           size_t kv_stride, int k0, int nk, const float *q, const float *dout, const float *lse,
+                           const float *D, AttnTileIter next, void *ctx, int Dh);
+
+// How the one-pass backward passes (dense, compressed, selected) split a KV group's heads:
+// nhc chunks of hbc heads, so that B·G·nhc reaches ATTN_BWD_TASKS tasks where the heads
+// allow; a rule of the shape alone, so the bits never depend on the thread count. With
+// nhc > 1 each chunk writes partial dk, dv, added in chunk order.
+#define ATTN_BWD_TASKS 8
+typedef struct {
+    int nhc, hbc;
+} AttnBwdSplit;
+AttnBwdSplit attn_bwd_split(int B, int G, int rep);
+
 // The softmax probabilities of a tile's rows recomputed from their saved lse, chunk by chunk
 // exactly as attn_tile_forward_probs derives them: for keys [k0, k0 + nk), nk <= ATTN_KEYS,
 // p[j][r] = exp(score - base_r) · exp(base_r - lse[r]), where base_r is the running maximum

@@ -122,40 +122,63 @@ void nsa_cmp_attn_forward(float *o, float *lse, const float *q, const float *kc,
     }
 }
 
+// One pass, as the dense backward (attention.c): a task per (batch, KV head[, head chunk])
+// walks the compressed key blocks in order and, for each, the query tiles that see it
+// (t >= k0·d + l - 1, ascending), computing P and dS once for dq, dkc and dvc. The task owns
+// its dq rows; with head chunks (attn_bwd_split) each writes partial dkc, dvc, added in
+// chunk order afterwards.
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
 size_t nsa_cmp_attn_backward_work_bytes(const NsaShape *s) {
-    return (size_t)s->B * s->T * s->H * sizeof(float);
+    const AttnBwdSplit d = attn_bwd_split(s->B, s->G, s->H / s->G);
+    size_t bytes = align64((size_t)s->B * s->T * s->H * sizeof(float));
+    if (d.nhc > 1) bytes += 2 * (size_t)s->B * s->G * d.nhc * nsa_n_cmp(s) * s->Dh * sizeof(float);
+    return bytes;
 }
 
 void nsa_cmp_attn_backward(float *dq, float *dkc, float *dvc, const float *dout, const float *q,
                            const float *kc, const float *vc, const float *o, const float *lse,
                            void *work, const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh;
+    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G;
     const int Nc = nsa_n_cmp(s);
     const size_t ks = (size_t)G * Dh;
-    const AttnGrid cg = attn_grid(s->B, T, H, G);
+    const AttnBwdSplit d = attn_bwd_split(s->B, G, rep);
     float *D = work;  // [B, T, H]
+    float *pk = (float *)((char *)work + align64((size_t)s->B * T * H * sizeof(float)));
+    float *pv = pk + (size_t)s->B * G * d.nhc * Nc * Dh;  // partials [(b, g, chunk)][Nc][Dh] (nhc > 1)
     attn_rowdot(D, dout, o, (size_t)s->B * T * H, Dh);
-
-    const long qtasks = attn_grid_tasks(&cg);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long task = 0; task < qtasks; task++) {
-        AttnTile tl;
-        size_t kvoff = cmp_tile(&tl, task, &cg, s);
-        attn_tile_backward_dq(dq, dout, q, lse, D, kc + kvoff, vc + kvoff, ks, &tl, NULL, NULL, Dh);
-    }
-
-    // Key-parallel: task (block of compressed keys, b, g) owns those dkc/dvc rows and visits
-    // the queries that see them (t >= i*d + l - 1) in ascending order; costliest first.
+    if (Nc == 0) return;
     const int nkb = (Nc + NSA_CMP_KEY_BLOCK - 1) / NSA_CMP_KEY_BLOCK;
-    const long ktasks = (long)s->B * G * nkb;
+    const long tasks = (long)s->B * G * d.nhc;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (long task = 0; task < ktasks; task++) {
-        int kb = (int)(task / ((long)s->B * G)), g = (int)(task % G), b = (int)(task / G % s->B);
-        int k0 = kb * NSA_CMP_KEY_BLOCK, nk = nsa_imin(NSA_CMP_KEY_BLOCK, Nc - k0);
-        NsaQueryIter it = {.s = s, .b = b, .g = g, .hb = cg.hb, .qb = cg.qb, .h0 = 0,
-                           .t = k0 * s->cmp_stride + s->cmp_block - 1, .tend = T, .list = NULL};
-        size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
-        attn_keys_backward(dkc + kvoff, dvc + kvoff, kc + kvoff, vc + kvoff, ks, k0, nk, q, dout,
-                           lse, D, nsa_query_next, &it, Dh);
+    for (long task = 0; task < tasks; task++) {
+        const int hc = (int)(task % d.nhc), g = (int)(task / d.nhc % G), b = (int)(task / d.nhc / G);
+        const int hbeg = hc * d.hbc, hend = nsa_imin(rep, hbeg + d.hbc), hb = nsa_imin(hend - hbeg, ATTN_ROWS);
+        const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
+        float *tdk = dkc + kvoff, *tdv = dvc + kvoff;
+        size_t dks = ks;
+        if (d.nhc > 1) {
+            tdk = pk + (size_t)task * Nc * Dh, tdv = pv + (size_t)task * Nc * Dh, dks = Dh;
+            for (size_t i = 0; i < (size_t)Nc * Dh; i++) tdk[i] = tdv[i] = 0.0f;
+        }
+        for (int kb = 0; kb < nkb; kb++) {
+            const int k0 = kb * NSA_CMP_KEY_BLOCK, nk = nsa_imin(NSA_CMP_KEY_BLOCK, Nc - k0);
+            NsaQueryIter it = {.s = s, .b = b, .g = g, .hb = hb, .qb = ATTN_ROWS / hb, .h0 = hbeg, .hbeg = hbeg,
+                               .hend = hend, .t = k0 * s->cmp_stride + s->cmp_block - 1, .tend = T, .list = NULL};
+            attn_keys_backward_dq(tdk, tdv, dks, dq, kc + kvoff, vc + kvoff, ks, k0, nk, q, dout, lse, D,
+                                  nsa_query_next, &it, Dh);
+        }
+    }
+    if (d.nhc == 1) return;
+#pragma omp parallel for schedule(static)
+    for (long row = 0; row < (long)s->B * Nc; row++) {
+        const int b = (int)(row / Nc), c = (int)(row % Nc);
+        for (int g = 0; g < G; g++) {
+            float *dkr = dkc + (size_t)row * ks + (size_t)g * Dh, *dvr = dvc + (size_t)row * ks + (size_t)g * Dh;
+            for (int hc = 0; hc < d.nhc; hc++) {
+                const size_t part = ((((size_t)b * G + g) * d.nhc + hc) * Nc + c) * Dh;
+                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
+            }
+        }
     }
 }

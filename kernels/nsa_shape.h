@@ -36,12 +36,14 @@ static inline int nsa_cmp_visible(const NsaShape *s, int Nc, int t) {
 // when list is set: the selected branch's inverse index) times the group's heads in chunks
 // of hb. Ranges: compressed blocks visible to t, or with list set the tokens of the
 // selection block [blo, bhi) up to t. nsa_query_next is an AttnTileIter over it.
+// Heads [hbeg, hend) of the group (hend = 0: all of them); h0 starts at hbeg.
 typedef struct {
     const NsaShape *s;
     int b, g, hb, qb;
     int t, h0, tend;  // cursor
     const int32_t *list;
     int blo, bhi;
+    int hbeg, hend;
 } NsaQueryIter;
 
 int nsa_query_next(AttnTile *tl, void *ctx);

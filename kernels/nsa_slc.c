@@ -287,42 +287,6 @@ KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, 
     group_scatter(OTt, OT, hb, rr, nr, Dh);
 }
 
-// dQ += Σ_s ds_s k_s (unscaled) over block [blo, bhi) for a group, as group_forward; the
-// tile holds QTt, dOTt and dQTt position-major, lse and D per row.
-KERNEL group_backward_dq(float *restrict dQTt, const float *restrict QTt, const float *restrict dOTt,
-                         const float *restrict lser, const float *restrict Dr, int hb,
-                         const float *restrict k, const float *restrict v, size_t ks, const int *rr,
-                         const int *t, int nr, int blo, int bhi, int Dh) {
-    float QT[Dh * SLC_V], dOT[Dh * SLC_V], dQT[Dh * SLC_V], S[SLC_KEYS * SLC_V], dP[SLC_KEYS * SLC_V];
-    float lv[SLC_V], Dv[SLC_V];
-    int tv[SLC_V], tmax = -1;
-    group_gather(QT, QTt, hb, rr, nr, Dh);
-    group_gather(dOT, dOTt, hb, rr, nr, Dh);
-    group_gather(dQT, dQTt, hb, rr, nr, Dh);
-    for (int x = 0; x < SLC_V; x++) {
-        const int in = x < nr;
-        tv[x] = in ? t[x] : -1;
-        lv[x] = in ? lser[rr[x]] : 0.0f, Dv[x] = in ? Dr[rr[x]] : 0.0f;
-        tmax = tv[x] > tmax ? tv[x] : tmax;
-    }
-    const int kend = nsa_imin(bhi, tmax + 1);
-    for (int s0 = blo; s0 < kend; s0 += SLC_KEYS) {
-        const int nk = nsa_imin(SLC_KEYS, kend - s0);
-        group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh);
-        group_dot(dP, dOT, v + (size_t)s0 * ks, ks, nk, Dh);
-        for (int j = 0; j < nk; j++) {
-            const int sj = s0 + j;
-#pragma omp simd
-            for (int x = 0; x < SLC_V; x++) {
-                const float ds = attn_expf(S[j * SLC_V + x] - lv[x]) * (dP[j * SLC_V + x] - Dv[x]);
-                dP[j * SLC_V + x] = sj <= tv[x] ? ds : 0.0f;
-            }
-        }
-        group_axpy(dQT, dP, k + (size_t)s0 * ks, ks, nk, Dh);
-    }
-    group_scatter(dQTt, dQT, hb, rr, nr, Dh);
-}
-
 // Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
 // Rows are r = i * hb + h for position t0 + i and head h0 + h.
 #define SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb, BODY)                                        \
@@ -369,31 +333,6 @@ static void slc_tile_forward(float *scratch, float *o, float *lse, const float *
     }
 }
 
-static void slc_tile_backward_dq(float *scratch, float *dq, const float *dout, const float *q, const float *lse,
-                                 const float *D, const float *k, const float *v, const int32_t *idx, int b,
-                                 int g, int t0, int nt, int h0, int hb, const NsaShape *s) {
-    const int Dh = s->Dh, rows = nt * hb;
-    const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
-    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
-    const float scale = 1.0f / sqrtf((float)Dh);
-    float *QTt = scratch, *dOTt = QTt + (size_t)rows * Dh, *dQTt = dOTt + (size_t)rows * Dh, lser[rows], Dr[rows];
-    tile_transpose(QTt, q, row0, s->H, nt, hb, Dh, scale);
-    tile_transpose(dOTt, dout, row0, s->H, nt, hb, Dh, 1.0f);
-    for (int r = 0; r < rows; r++) {
-        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
-        lser[r] = lse[row] != -INFINITY ? lse[row] : 0.0f, Dr[r] = D[row];
-    }
-    for (size_t i = 0; i < (size_t)rows * Dh; i++) dQTt[i] = 0.0f;
-    SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_backward_dq(dQTt, QTt, dOTt, lser, Dr, hb, k + kvoff, v + kvoff, ks,
-                                                     rr, tt, nr, blo, bhi, Dh_)));
-    for (int r = 0; r < rows; r++) {
-        const size_t row = row0 + (size_t)(r / hb) * s->H + r % hb;
-        const float *src = dQTt + (size_t)(r / hb) * Dh * hb + r % hb;
-        for (int e = 0; e < Dh; e++) dq[row * Dh + e] += scale * src[e * hb];
-    }
-}
-
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s) {
     const SlcGrid gr = slc_grid(s);
@@ -411,41 +350,43 @@ void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, 
     }
 }
 
-// Work of the backward pass: D [B*T*H] floats, then per (b, g) the CSR offsets [Ns + 1]
-// and entries [T * n] (query positions) as int32. O(T*(H + G*n)), independent of l' and Dh.
+// Backward, one pass: a task per (batch, KV head[, head chunk], attn_bwd_split) walks the
+// blocks in order and, for each, the queries that selected it, from an inverse (CSR) index
+// (ascending t, tiles of qb positions times the chunk's heads): P and dS are computed once
+// for dq, dk and dv (attn_keys_backward_dq). The task owns its dq rows (each adds its blocks
+// in ascending order) and the dk, dv rows of its head's blocks, or with head chunks a
+// partial, added in chunk order afterwards.
+//
+// Work: D [B*T*H] floats, per (b, g) the CSR offsets [Ns + 1] and entries [T * n] (query
+// positions) as int32, then the partial dk, dv [(b, g, chunk)][T][Dh] when chunks > 1:
+// O(B*T*(H + G*n)), plus O(B*T*G*chunks*Dh) for small B*G; never O(l') per query.
 static size_t slc_off_bytes(const NsaShape *s) { return align64((size_t)s->B * s->T * s->H * sizeof(float)); }
 static size_t slc_ent_bytes(const NsaShape *s) {
     return slc_off_bytes(s) + align64((size_t)s->B * s->G * (nsa_n_slc(s) + 1) * sizeof(int32_t));
 }
+static size_t slc_part_bytes(const NsaShape *s) {
+    return slc_ent_bytes(s) + align64((size_t)s->B * s->G * s->T * s->slc_topn * sizeof(int32_t));
+}
 
 size_t nsa_slc_attn_backward_work_bytes(const NsaShape *s) {
-    return slc_ent_bytes(s) + (size_t)s->B * s->G * s->T * s->slc_topn * sizeof(int32_t);
+    const AttnBwdSplit d = attn_bwd_split(s->B, s->G, s->H / s->G);
+    size_t bytes = slc_part_bytes(s);
+    if (d.nhc > 1) bytes += 2 * (size_t)s->B * s->G * d.nhc * s->T * s->Dh * sizeof(float);
+    return bytes;
 }
 
 void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *o, const float *lse,
                            const int32_t *idx, void *work, const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, n = s->slc_topn;
+    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, n = s->slc_topn, rep = H / G;
     const int lp = s->slc_block, Ns = nsa_n_slc(s);
     const size_t ks = (size_t)G * Dh;
+    const AttnBwdSplit d = attn_bwd_split(s->B, G, rep);
     float *D = work;
     int32_t *offs = (int32_t *)((char *)work + slc_off_bytes(s));
     int32_t *ents = (int32_t *)((char *)work + slc_ent_bytes(s));
+    float *pk = (float *)((char *)work + slc_part_bytes(s)), *pv = pk + (size_t)s->B * G * d.nhc * T * Dh;
     attn_rowdot(D, dout, o, (size_t)s->B * T * H, Dh);
-
-    const SlcGrid sg = slc_grid(s);
-    const long qtasks = (long)s->B * G * sg.nhc * sg.nqp;
-#pragma omp parallel
-    {
-        float *scratch = nsa_malloc(3 * SLC_TILE_FLOATS * sizeof(float));  // QTt, dOTt, dQTt
-#pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < qtasks; task++) {
-            int b, g, t0, nt, h0, hb;
-            slc_task(&b, &g, &t0, &nt, &h0, &hb, task, &sg, s);
-            slc_tile_backward_dq(scratch, dq, dout, q, lse, D, k, v, idx, b, g, t0, nt, h0, hb, s);
-        }
-        free(scratch);
-    }
 
     // Inverse index per (b, g): count, prefix-sum, fill in ascending t (off[j] is the fill
     // cursor, shifted back afterwards). Entries that select nothing visible are skipped.
@@ -472,24 +413,41 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
         off[0] = 0;
     }
 
-    // Key-parallel: task (j, b, g) owns dk/dv rows of block j of KV head g; its queries come
-    // from the inverse index in ascending t, in tiles of qb positions times the group's heads.
-    // Early blocks are selected most (block 0 by every query): they go first.
-    const AttnGrid gr = attn_grid(s->B, T, H, G);
-    const int hb = gr.hb, qb = gr.qb;
-    const long tasks = (long)s->B * G * Ns;
+    const long tasks = (long)s->B * G * d.nhc;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < tasks; task++) {
-        int j = (int)(task / ((long)s->B * G)), bg = (int)(task % ((long)s->B * G));
-        int b = bg / G, g = bg % G;
-        const int32_t *off = offs + (size_t)bg * (Ns + 1), *ent = ents + (size_t)bg * T * n;
-        size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        const int blo = j * lp, bhi = nsa_imin(blo + lp, T);
-        for (int k0 = blo; k0 < bhi; k0 += ATTN_KEYS) {
-            NsaQueryIter it = {.s = s, .b = b, .g = g, .hb = hb, .qb = qb, .h0 = 0, .t = off[j],
-                               .tend = off[j + 1], .list = ent, .blo = blo, .bhi = bhi};
-            attn_keys_backward(dk + kvoff, dv + kvoff, k + kvoff, v + kvoff, ks, k0,
-                               nsa_imin(ATTN_KEYS, bhi - k0), q, dout, lse, D, nsa_query_next, &it, Dh);
+        const int hc = (int)(task % d.nhc), g = (int)(task / d.nhc % G), b = (int)(task / d.nhc / G);
+        const int hbeg = hc * d.hbc, hend = nsa_imin(rep, hbeg + d.hbc), hb = nsa_imin(hend - hbeg, ATTN_ROWS);
+        const int32_t *off = offs + ((size_t)b * G + g) * (Ns + 1), *ent = ents + ((size_t)b * G + g) * T * n;
+        const size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
+        float *tdk = dk + kvoff, *tdv = dv + kvoff;
+        size_t dks = ks;
+        if (d.nhc > 1) {
+            tdk = pk + (size_t)task * T * Dh, tdv = pv + (size_t)task * T * Dh, dks = Dh;
+            memset(tdk, 0, (size_t)T * Dh * sizeof(float));
+            memset(tdv, 0, (size_t)T * Dh * sizeof(float));
+        }
+        for (int j = 0; j < Ns; j++) {
+            const int blo = j * lp, bhi = nsa_imin(blo + lp, T);
+            for (int k0 = blo; k0 < bhi; k0 += ATTN_KEYS) {
+                NsaQueryIter it = {.s = s, .b = b, .g = g, .hb = hb, .qb = ATTN_ROWS / hb, .h0 = hbeg,
+                                   .hbeg = hbeg, .hend = hend, .t = off[j], .tend = off[j + 1], .list = ent,
+                                   .blo = blo, .bhi = bhi};
+                attn_keys_backward_dq(tdk, tdv, dks, dq, k + kvoff, v + kvoff, ks, k0, nsa_imin(ATTN_KEYS, bhi - k0),
+                                      q, dout, lse, D, nsa_query_next, &it, Dh);
+            }
+        }
+    }
+    if (d.nhc == 1) return;
+#pragma omp parallel for schedule(static)
+    for (long row = 0; row < (long)s->B * T; row++) {
+        const int b = (int)(row / T), t = (int)(row % T);
+        for (int g = 0; g < G; g++) {
+            float *dkr = dk + (size_t)row * ks + (size_t)g * Dh, *dvr = dv + (size_t)row * ks + (size_t)g * Dh;
+            for (int hc = 0; hc < d.nhc; hc++) {
+                const size_t part = ((((size_t)b * G + g) * d.nhc + hc) * T + t) * Dh;
+                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
+            }
         }
     }
 }

@@ -112,6 +112,7 @@ Test(nsa_cmp, attention_matches_double_reference) {
     check_cmp_case(kref_nsa_shape(1, 33, 2, 2, 16, 8, 8, 8, 4), 23);     // l = d: disjoint blocks
     check_cmp_case(kref_nsa_shape(1, 300, 3, 1, 24, 8, 2, 8, 4), 24);    // Nc = 147 > one key tile
     check_cmp_case(kref_nsa_shape(1, 16, 2, 1, 32, 16, 8, 16, 4), 25);   // only t = 15 sees block 0
+    check_cmp_case(kref_nsa_shape(4, 70, 4, 2, 16, 16, 8, 16, 4), 26);   // B*G = 8: a group's heads in one backward task
 }
 
 Test(nsa_cmp, attention_no_visible_block) {
