@@ -24,15 +24,17 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // rows share its group or tile.
 #define SLC_V 16
 #define SLC_KEYS 64
-// Bigger tiles share each block among more rows (random choices at 32k: 64 positions per
-// tile put ~5 positions, 19 rows, on a block, 60 % of two vectors; 256 positions fill them),
-// measured 1.3x faster forward at 32k (1 thread, best of 3, four alternating runs) with the same
-// bits.
-#define SLC_POS 256   // positions per tile (fewer when the group has many heads)
-#define SLC_ROWS 1024 // rows per tile: SLC_POS x heads, capped
-// The tile keeps its rows' q and state (runs_gather) in a per-thread scratch buffer: at most
-// SLC_TILE_FLOATS floats per array, so rows shrink as Dh grows (128 rows at Dh = 256).
-#define SLC_TILE_FLOATS 32768
+// Bigger tiles share each block among more rows and read K and V fewer times. Random choices
+// at 32k put ~5 positions of a 64-position tile on a block (19 rows: 60 % of two vectors);
+// at 64k a 256-position tile's union is nearly every block, so each tile streamed all of K
+// and V. Measured with the same bits, forward: 256 positions 1.3x faster than 64 at 32k
+// (1 thread), 1024 positions 1.25x faster than 256 at 64k and 1.2x at 32k (2 threads), the
+// same at 8k.
+#define SLC_POS 1024  // positions per tile (fewer when the group has many heads)
+#define SLC_ROWS 4096 // rows per tile: SLC_POS x heads, capped
+// The tile keeps its rows' q and state (runs_gather) in a per-thread scratch buffer (two
+// arrays of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
+#define SLC_TILE_FLOATS 131072
 
 #define KERNEL static inline __attribute__((always_inline)) void
 #define DISPATCH_DH(Dh, call)                              \

@@ -6,16 +6,17 @@
 
 // Query (b,t,h) attends to the tokens of blocks idx[b,t,h/(H/G),:] (ascending, -1 padding)
 // with position <= t. Safe packing: K/V are read in place through the index, never copied
-// per query. Forward and dQ run on tiles of up to 256 consecutive positions x the group's
+// per query. Forward runs on tiles of up to 1024 consecutive positions x the group's
 // heads: each block of the tile's union is read once for the rows whose position chose it,
 // packed 16 rows to a vector, so the work is the selected tokens (rounded up to 16 rows per
 // block and tile), however much neighbouring positions' choices differ.
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s);
 size_t nsa_slc_attn_backward_work_bytes(const NsaShape *s);
-// Work O(B*T*(H + G*n)), independent of l' and Dh.
-// dq query-parallel; dk/dv per KV block (b, g, j) from an inverse (CSR) index built in
-// `work`: the queries that selected j, ascending. Each (b, g, j) has one owner thread.
+// Work O(B*T*(H + G*n)) (+ partial dk, dv while B*G < 8), independent of l'.
+// One pass: a task per (b, g[, head chunk]) walks the blocks in order and, for each, the
+// queries that selected it, from an inverse (CSR) index built in `work` (ascending t);
+// P and dS are computed once for dq, dk and dv, and every gradient row has one owner.
 void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *o, const float *lse,
                            const int32_t *idx, void *work, const NsaShape *s);
