@@ -107,16 +107,6 @@ static inline int chunk_full(const int *lo, const int *hi, int n, int s0, int nk
     return full;
 }
 
-// lse and D of the rows; a row without keys (lse = -inf) and padding get 0, which keeps
-// the exps finite (those rows are masked everywhere).
-static inline void tile_row_terms(float *lser, float *Dr, const float *lse, const float *D,
-                                  const AttnTile *tl) {
-    for (int r = 0; r < L; r++) {
-        lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
-        Dr[r] = r < tl->n ? D[tl->off[r]] : 0.0f;
-    }
-}
-
 // The online-softmax state of one query tile: scaled queries and output transposed
 // ([Dh][L] each, the caller's memory), running maximum and sum per row.
 typedef struct {
@@ -246,105 +236,9 @@ KERNEL tiles_forward(float *restrict o, float *restrict lse, const float *restri
     for (int i = 0; i < ntl; i++) fwd_finish(o, lse, &st[i], &tls[i], Dh);
 }
 
-KERNEL tile_backward_dq(float *restrict dq, const float *restrict dout, const float *restrict q,
-                        const float *restrict lse, const float *restrict D,
-                        const float *restrict k, const float *restrict v, size_t ks,
-                        const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
-    const float scale = 1.0f / sqrtf((float)Dh);
-    float QT[Dh * L], dOT[Dh * L], dQT[Dh * L], S[L * L], dP[L * L], lser[L], Dr[L];
-    const float *qp[L], *dp[L], *kp[L], *vp[L];
-    int lo[L], hi[L], s0, nk;
-    tile_ptrs(qp, q, tl, Dh);
-    tile_ptrs(dp, dout, tl, Dh);
-    lanes_transpose(QT, qp, tl->n, Dh, scale);
-    lanes_transpose(dOT, dp, tl->n, Dh, 1.0f);
-    tile_row_terms(lser, Dr, lse, D, tl);
-    for (int i = 0; i < Dh * L; i++) dQT[i] = 0.0f;
-    while (tile_chunk(next, ctx, tl->n, &s0, &nk, lo, hi)) {
-        key_ptrs(kp, k, ks, s0, nk);
-        key_ptrs(vp, v, ks, s0, nk);
-        lanes_dot(S, QT, kp, nk, Dh);    // scores
-        lanes_dot(dP, dOT, vp, nk, Dh);  // dout·v
-        if (chunk_full(lo, hi, tl->n, s0, nk)) {
-            for (int j = 0; j < nk; j++)
-#pragma omp simd
-                for (int r = 0; r < L; r++)
-                    dP[j * L + r] = attn_expf(S[j * L + r] - lser[r]) * (dP[j * L + r] - Dr[r]);
-        } else {
-            for (int j = 0; j < nk; j++) {
-                const int s = s0 + j;
-#pragma omp simd
-                for (int r = 0; r < L; r++) {
-                    const float p = attn_expf(S[j * L + r] - lser[r]);
-                    dP[j * L + r] = s >= lo[r] && s < hi[r] ? p * (dP[j * L + r] - Dr[r]) : 0.0f;
-                }
-            }
-        }
-        lanes_axpy(dQT, dP, kp, nk, Dh);  // dQT[e][r] += Σ_j ds[j][r] k_j[e]
-    }
-    for (int r = 0; r < tl->n; r++) {
-        float *dqr = dq + tl->off[r] * Dh;
-        for (int e = 0; e < Dh; e++) dqr[e] += scale * dQT[e * L + r];
-    }
-}
-
-// Keys as lanes: K and V of the block are transposed once, the query rows broadcast.
-KERNEL keys_backward(float *restrict dk, float *restrict dv, const float *restrict k,
-                     const float *restrict v, size_t ks, int k0, int nk, const float *restrict q,
-                     const float *restrict dout, const float *restrict lse,
-                     const float *restrict D, AttnTileIter next, void *ctx, int Dh) {
-    const float scale = 1.0f / sqrtf((float)Dh);
-    float KT[Dh * L], VT[Dh * L], dKT[Dh * L], dVT[Dh * L], P[L * L], dS[L * L];
-    const float *kp[L], *vp[L], *qp[L], *dp[L];
-    NSA_ASSERT(nk > 0 && nk <= L);
-    key_ptrs(kp, k, ks, k0, nk);
-    key_ptrs(vp, v, ks, k0, nk);
-    lanes_transpose(KT, kp, nk, Dh, scale);
-    lanes_transpose(VT, vp, nk, Dh, 1.0f);
-    for (int i = 0; i < Dh * L; i++) dKT[i] = dVT[i] = 0.0f;
-    AttnTile tl;
-    while (next(&tl, ctx)) {
-        tile_ptrs(qp, q, &tl, Dh);
-        tile_ptrs(dp, dout, &tl, Dh);
-        lanes_dot(P, KT, qp, tl.n, Dh);   // P[r][j] = q_r·k_j / sqrt(Dh)
-        lanes_dot(dS, VT, dp, tl.n, Dh);  // dS[r][j] = dout_r·v_j
-        for (int r = 0; r < tl.n; r++) {
-            const float lr = lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
-            const float Dv = D[tl.off[r]];
-            const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
-            if (jlo <= 0 && jhi >= L) {  // sees the whole (full) key block: no mask
-#pragma omp simd
-                for (int j = 0; j < L; j++) {
-                    const float p = attn_expf(P[r * L + j] - lr);
-                    P[r * L + j] = p;
-                    dS[r * L + j] = p * (dS[r * L + j] - Dv);
-                }
-                continue;
-            }
-#pragma omp simd
-            for (int j = 0; j < L; j++) {
-                const int vis = j >= jlo && j < jhi;
-                const float p = attn_expf(P[r * L + j] - lr);
-                P[r * L + j] = vis ? p : 0.0f;
-                dS[r * L + j] = vis ? p * (dS[r * L + j] - Dv) : 0.0f;
-            }
-        }
-        lanes_axpy(dVT, P, dp, tl.n, Dh);   // dVT[e][j] += Σ_r p[r][j] dout_r[e]
-        lanes_axpy(dKT, dS, qp, tl.n, Dh);  // dKT[e][j] += Σ_r ds[r][j] q_r[e]
-    }
-    for (int j = 0; j < nk; j++) {
-        float *dkj = dk + (size_t)(k0 + j) * ks, *dvj = dv + (size_t)(k0 + j) * ks;
-        for (int e = 0; e < Dh; e++) {
-            dkj[e] += scale * dKT[e * L + j];
-            dvj[e] += dVT[e * L + j];
-        }
-    }
-}
-
-// keys_backward that also takes the query side (dense attention: the task owns the dq rows
-// of the tiles it visits): ds is scaled by 1/sqrt(Dh) once, dq_r += Σ_j ds[r][j] k_j with
-// k read in place, and dk, dv (rows at stride dks) get dKT, dVT. P and dS are computed once
-// for all three gradients, where the separate dq pass recomputed both.
+// Keys as lanes: K (scaled) and V of the block are transposed once and the query rows
+// broadcast; see attn_keys_backward_dq. P and dS are computed once for all three gradients,
+// where a separate dq pass recomputed both (ds is scaled by 1/sqrt(Dh) once).
 KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, float *dq, const float *restrict k,
                         const float *restrict v, size_t ks, int k0, int nk, const float *restrict q,
                         const float *restrict dout, const float *restrict lse, const float *restrict D,
@@ -416,14 +310,6 @@ void attn_tile_forward_probs(float *o, float *lse, float *probs, float *bases, c
     DISPATCH_DH(Dh, tile_forward(o, lse, probs, bases, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
 }
 
-void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
-                           const float *D, const float *k, const float *v, size_t kv_stride,
-                           const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
-    RangeChunks rc;
-    if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
-    DISPATCH_DH(Dh, tile_backward_dq(dq, dout, q, lse, D, k, v, kv_stride, tl, next, ctx, Dh_));
-}
-
 KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q, const float *restrict lse,
                   const float *restrict k, size_t ks, const AttnTile *tl, int k0, int nk, int Dh) {
     float QT[Dh * L], lser[L], mx[L], f[L];
@@ -470,12 +356,6 @@ void attn_tile_probs(float *p, float *m, const float *q, const float *lse, const
     DISPATCH_DH(Dh, tile_probs(p, m, q, lse, k, kv_stride, tl, k0, nk, Dh_));
 }
 
-void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, size_t kv_stride,
-                        int k0, int nk, const float *q, const float *dout, const float *lse,
-                        const float *D, AttnTileIter next, void *ctx, int Dh) {
-    DISPATCH_DH(Dh, keys_backward(dk, dv, k, v, kv_stride, k0, nk, q, dout, lse, D, next, ctx, Dh_));
-}
-
 void attn_keys_backward_dq(float *dk, float *dv, size_t dk_stride, float *dq, const float *k, const float *v,
                            size_t kv_stride, int k0, int nk, const float *q, const float *dout, const float *lse,
                            const float *D, AttnTileIter next, void *ctx, int Dh) {
@@ -489,6 +369,34 @@ AttnBwdSplit attn_bwd_split(int B, int G, int rep) {
     AttnBwdSplit d = {.hbc = (rep + want - 1) / want};
     d.nhc = (rep + d.hbc - 1) / d.hbc;
     return d;
+}
+
+size_t attn_bwd_target(float **tdk, float **tdv, float *dk, float *dv, size_t ks, float *pk, float *pv, long task,
+                       int rows, int Dh, int nhc) {
+    if (nhc == 1) {
+        *tdk = dk, *tdv = dv;
+        return ks;
+    }
+    *tdk = pk + (size_t)task * rows * Dh, *tdv = pv + (size_t)task * rows * Dh;
+    memset(*tdk, 0, (size_t)rows * Dh * sizeof(float));
+    memset(*tdv, 0, (size_t)rows * Dh * sizeof(float));
+    return (size_t)Dh;
+}
+
+void attn_bwd_add_partials(float *dk, float *dv, const float *pk, const float *pv, int B, int rows, int G, int Dh,
+                           int nhc) {
+    const size_t ks = (size_t)G * Dh;
+#pragma omp parallel for schedule(static)
+    for (long row = 0; row < (long)B * rows; row++) {
+        const int b = (int)(row / rows), t = (int)(row % rows);
+        for (int g = 0; g < G; g++) {
+            float *dkr = dk + (size_t)row * ks + (size_t)g * Dh, *dvr = dv + (size_t)row * ks + (size_t)g * Dh;
+            for (int hc = 0; hc < nhc; hc++) {
+                const size_t part = ((((size_t)b * G + g) * nhc + hc) * rows + t) * Dh;
+                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
+            }
+        }
+    }
 }
 
 void attn_rowdot(float *D, const float *dout, const float *o, size_t rows, int Dh) {
@@ -602,13 +510,8 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
         const int hc = (int)(task % d.nhc), g = (int)(task / d.nhc % G), b = (int)(task / d.nhc / G);
         const int hbeg = hc * d.hbc, hend = imin(rep, hbeg + d.hbc), hb = imin(hend - hbeg, L);
         const size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        float *tdk = dk + kvoff, *tdv = dv + kvoff;
-        size_t dks = ks;
-        if (d.nhc > 1) {
-            tdk = pk + (size_t)task * T * Dh, tdv = pv + (size_t)task * T * Dh, dks = Dh;
-            memset(tdk, 0, (size_t)T * Dh * sizeof(float));
-            memset(tdv, 0, (size_t)T * Dh * sizeof(float));
-        }
+        float *tdk, *tdv;
+        const size_t dks = attn_bwd_target(&tdk, &tdv, dk + kvoff, dv + kvoff, ks, pk, pv, task, T, Dh, d.nhc);
         for (int kb = 0; kb < nkb; kb++) {
             const int k0 = kb * L, nk = imin(L, T - k0);
             DenseIter it = {.b = b, .g = g, .T = T, .H = H, .rep = rep, .window = window, .hbeg = hbeg,
@@ -618,16 +521,5 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
                                   &it, Dh);
         }
     }
-    if (d.nhc == 1) return;
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < (long)B * T; row++) {
-        const int b = (int)(row / T), t = (int)(row % T);
-        for (int g = 0; g < G; g++) {
-            float *dkr = dk + (size_t)row * ks + (size_t)g * Dh, *dvr = dv + (size_t)row * ks + (size_t)g * Dh;
-            for (int hc = 0; hc < d.nhc; hc++) {
-                const size_t part = ((((size_t)b * G + g) * d.nhc + hc) * T + t) * Dh;
-                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
-            }
-        }
-    }
+    if (d.nhc > 1) attn_bwd_add_partials(dk, dv, pk, pv, B, T, G, Dh, d.nhc);
 }

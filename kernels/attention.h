@@ -80,23 +80,14 @@ void attn_tile_forward(float *o, float *lse, const float *q, const float *k, con
 // bit-identical to attn_tile_probs. o and lse as attn_tile_forward's.
 void attn_tile_forward_probs(float *o, float *lse, float *probs, float *bases, const float *q, const float *k,
                              const float *v, size_t kv_stride, const AttnTile *tl, int Dh);
-// dq += Σ_s ds_s k_s / sqrt(Dh), p = exp(score - lse), ds = p (dout·v_s - D), per row, over
-// the same keys as the forward.
-void attn_tile_backward_dq(float *dq, const float *dout, const float *q, const float *lse,
-                           const float *D, const float *k, const float *v, size_t kv_stride,
-                           const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh);
-// Key side for keys [k0, k0 + nk), nk <= ATTN_KEYS: dv_s += Σ p dout, dk_s += Σ ds q / sqrt(Dh)
-// over the rows of the query tiles that next() yields (it fills *tl, ranges included, and
-// returns 1, or returns 0 when done), summed in that order, then added to dk, dv once.
+// Backward for keys [k0, k0 + nk), nk <= ATTN_KEYS, over the rows of the query tiles that
+// next() yields (it fills *tl, ranges included, and returns 1, or returns 0 when done), in
+// that order; the caller owns those rows' dq. P = exp(score - lse) and dS = P (dout·v - D) /
+// sqrt(Dh) are computed once per (key block, tile) for all three products: dq_r += Σ_j dS k_j
+// (k read in place, keys in order); dv_j += Σ_r P dout_r and dk_j += Σ_r dS q_r (rows in
+// order), added to the dk, dv rows (at dk_stride, which may differ from the keys' kv_stride:
+// partial sums) once at the end.
 typedef int (*AttnTileIter)(AttnTile *tl, void *ctx);
-void attn_keys_backward(float *dk, float *dv, const float *k, const float *v, size_t kv_stride,
-                        int k0, int nk, const float *q, const float *dout, const float *lse,
-                        const float *D, AttnTileIter next, void *ctx, int Dh);
-
-// attn_keys_backward for a pass that also owns the dq rows of every tile next() yields:
-// P and dS are computed once for dq, dk and dv. ds is scaled by 1/sqrt(Dh) once; dq_r +=
-// Σ_j ds[r][j] k_j (k read in place, keys in order); dk, dv rows (at dk_stride, which may
-// differ from the keys' kv_stride: partial sums) get Σ over the rows in order, added once.
 void attn_keys_backward_dq(float *dk, float *dv, size_t dk_stride, float *dq, const float *k, const float *v,
                            size_t kv_stride, int k0, int nk, const float *q, const float *dout, const float *lse,
                            const float *D, AttnTileIter next, void *ctx, int Dh);
@@ -110,6 +101,14 @@ typedef struct {
     int nhc, hbc;
 } AttnBwdSplit;
 AttnBwdSplit attn_bwd_split(int B, int G, int rep);
+// Where task `task` (b, g, chunk) of such a pass writes dk, dv: the group's rows (dk, dv
+// already offset to them, stride ks) when nhc == 1, else its own partial [rows][Dh] in pk,
+// pv, zeroed here; returns the row stride.
+size_t attn_bwd_target(float **tdk, float **tdv, float *dk, float *dv, size_t ks, float *pk, float *pv, long task,
+                       int rows, int Dh, int nhc);
+// dk, dv [B][rows][G][Dh] += the partials [(b, g, chunk)][rows][Dh], chunks in order.
+void attn_bwd_add_partials(float *dk, float *dv, const float *pk, const float *pv, int B, int rows, int G, int Dh,
+                           int nhc);
 
 // The softmax probabilities of a tile's rows recomputed from their saved lse, chunk by chunk
 // exactly as attn_tile_forward_probs derives them: for keys [k0, k0 + nk), nk <= ATTN_KEYS,

@@ -155,12 +155,8 @@ void nsa_cmp_attn_backward(float *dq, float *dkc, float *dvc, const float *dout,
         const int hc = (int)(task % d.nhc), g = (int)(task / d.nhc % G), b = (int)(task / d.nhc / G);
         const int hbeg = hc * d.hbc, hend = nsa_imin(rep, hbeg + d.hbc), hb = nsa_imin(hend - hbeg, ATTN_ROWS);
         const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
-        float *tdk = dkc + kvoff, *tdv = dvc + kvoff;
-        size_t dks = ks;
-        if (d.nhc > 1) {
-            tdk = pk + (size_t)task * Nc * Dh, tdv = pv + (size_t)task * Nc * Dh, dks = Dh;
-            for (size_t i = 0; i < (size_t)Nc * Dh; i++) tdk[i] = tdv[i] = 0.0f;
-        }
+        float *tdk, *tdv;
+        const size_t dks = attn_bwd_target(&tdk, &tdv, dkc + kvoff, dvc + kvoff, ks, pk, pv, task, Nc, Dh, d.nhc);
         for (int kb = 0; kb < nkb; kb++) {
             const int k0 = kb * NSA_CMP_KEY_BLOCK, nk = nsa_imin(NSA_CMP_KEY_BLOCK, Nc - k0);
             NsaQueryIter it = {.s = s, .b = b, .g = g, .hb = hb, .qb = ATTN_ROWS / hb, .h0 = hbeg, .hbeg = hbeg,
@@ -169,16 +165,5 @@ void nsa_cmp_attn_backward(float *dq, float *dkc, float *dvc, const float *dout,
                                   nsa_query_next, &it, Dh);
         }
     }
-    if (d.nhc == 1) return;
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < (long)s->B * Nc; row++) {
-        const int b = (int)(row / Nc), c = (int)(row % Nc);
-        for (int g = 0; g < G; g++) {
-            float *dkr = dkc + (size_t)row * ks + (size_t)g * Dh, *dvr = dvc + (size_t)row * ks + (size_t)g * Dh;
-            for (int hc = 0; hc < d.nhc; hc++) {
-                const size_t part = ((((size_t)b * G + g) * d.nhc + hc) * Nc + c) * Dh;
-                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
-            }
-        }
-    }
+    if (d.nhc > 1) attn_bwd_add_partials(dkc, dvc, pk, pv, s->B, Nc, G, Dh, d.nhc);
 }

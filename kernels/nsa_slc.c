@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/attn_lanes.h"
 #include "kernels/common.h"
 
 static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -36,15 +37,6 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // arrays of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
 #define SLC_TILE_FLOATS 131072
 
-#define KERNEL static inline __attribute__((always_inline)) void
-#define DISPATCH_DH(Dh, call)                              \
-    switch (Dh) {                                          \
-    case 16: { const int Dh_ = 16; call; break; }          \
-    case 32: { const int Dh_ = 32; call; break; }          \
-    case 64: { const int Dh_ = 64; call; break; }          \
-    case 128: { const int Dh_ = 128; call; break; }        \
-    default: { const int Dh_ = Dh; call; break; }          \
-    }
 
 // The tile of task `task`: positions [*t0, *t0 + *nt), heads [*h0, *h0 + *hb) of (b, g);
 // costliest (last) positions first.
@@ -422,13 +414,8 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
         const int hbeg = hc * d.hbc, hend = nsa_imin(rep, hbeg + d.hbc), hb = nsa_imin(hend - hbeg, ATTN_ROWS);
         const int32_t *off = offs + ((size_t)b * G + g) * (Ns + 1), *ent = ents + ((size_t)b * G + g) * T * n;
         const size_t kvoff = (size_t)b * T * ks + (size_t)g * Dh;
-        float *tdk = dk + kvoff, *tdv = dv + kvoff;
-        size_t dks = ks;
-        if (d.nhc > 1) {
-            tdk = pk + (size_t)task * T * Dh, tdv = pv + (size_t)task * T * Dh, dks = Dh;
-            memset(tdk, 0, (size_t)T * Dh * sizeof(float));
-            memset(tdv, 0, (size_t)T * Dh * sizeof(float));
-        }
+        float *tdk, *tdv;
+        const size_t dks = attn_bwd_target(&tdk, &tdv, dk + kvoff, dv + kvoff, ks, pk, pv, task, T, Dh, d.nhc);
         for (int j = 0; j < Ns; j++) {
             const int blo = j * lp, bhi = nsa_imin(blo + lp, T);
             for (int k0 = blo; k0 < bhi; k0 += ATTN_KEYS) {
@@ -440,16 +427,5 @@ void nsa_slc_attn_backward(float *dq, float *dk, float *dv, const float *dout, c
             }
         }
     }
-    if (d.nhc == 1) return;
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < (long)s->B * T; row++) {
-        const int b = (int)(row / T), t = (int)(row % T);
-        for (int g = 0; g < G; g++) {
-            float *dkr = dk + (size_t)row * ks + (size_t)g * Dh, *dvr = dv + (size_t)row * ks + (size_t)g * Dh;
-            for (int hc = 0; hc < d.nhc; hc++) {
-                const size_t part = ((((size_t)b * G + g) * d.nhc + hc) * T + t) * Dh;
-                for (int e = 0; e < Dh; e++) dkr[e] += pk[part + e], dvr[e] += pv[part + e];
-            }
-        }
-    }
+    if (d.nhc > 1) attn_bwd_add_partials(dk, dv, pk, pv, s->B, T, G, Dh, d.nhc);
 }
