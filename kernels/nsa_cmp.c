@@ -5,7 +5,7 @@
 
 #include "kernels/attention.h"
 
-// Compressed keys per task of the compressed branch's key-parallel backward pass.
+// Compressed keys per key block of the compressed branch's one-pass backward.
 #define NSA_CMP_KEY_BLOCK ATTN_KEYS
 
 // ---- Compression input ----

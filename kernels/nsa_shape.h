@@ -1,5 +1,5 @@
 // nsa_shape.h: the shape every NSA kernel takes, its block counts and visibility rule, and
-// the query-tile iterator that the key-parallel backward passes (compressed, selected) share.
+// the query-tile iterator that the one-pass backwards of the compressed and selected branches share.
 #ifndef NSA_NSA_SHAPE_H
 #define NSA_NSA_SHAPE_H
 
