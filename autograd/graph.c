@@ -62,6 +62,13 @@ float *tensor_grad(Graph *g, Tensor *t) {
     return t->grad;
 }
 
+float *tensor_grad_fresh(Graph *g, Tensor *t, int *fresh) {
+    *fresh = 0;
+    if (!t->requires_grad) return NULL;
+    if (!t->grad) t->grad = arena_alloc(g->arena, (size_t)t->size * sizeof(float)), *fresh = 1;
+    return t->grad;
+}
+
 Node *graph_push(Graph *g, const char *op, BackwardFn fn, Tensor *out) {
     if (g->n_nodes == g->cap_nodes) {
         g->cap_nodes = g->cap_nodes ? 2 * g->cap_nodes : 256;

@@ -68,6 +68,10 @@ Tensor *tensor_new(Graph *g, int ndim, const int64_t *shape);  // uninitialised 
 Tensor *tensor_new2(Graph *g, int64_t d0, int64_t d1);
 Tensor tensor_view(float *data, int ndim, const int64_t *shape); // wraps external memory
 float *tensor_grad(Graph *g, Tensor *t);  // t's gradient, allocated zeroed on first use; NULL if !requires_grad
+// The same, but a gradient allocated by this call is left uninitialised and *fresh set to 1
+// (else 0): the caller must then write every element (the first writer of a gradient skips
+// zeroing it and reading the zeros back).
+float *tensor_grad_fresh(Graph *g, Tensor *t, int *fresh);
 Node *graph_push(Graph *g, const char *op, BackwardFn fn, Tensor *out);
 // Runs the tape backward from `loss` (a scalar whose gradient is seeded with 1).
 void graph_backward(Graph *g, Tensor *loss);

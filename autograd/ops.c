@@ -25,8 +25,10 @@ static int any_grad(const Tensor *a, const Tensor *b) {
 static void linear_bwd(Graph *g, Node *n) {
     Tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     int64_t in = w->shape[1], out = w->shape[0];
-    linear_backward(tensor_grad(g, x), tensor_grad(g, w), b ? tensor_grad(g, b) : NULL, n->out->grad,
-                    x->data, w->data, x->size / in, in, out);
+    int fresh;
+    float *dx = tensor_grad_fresh(g, x, &fresh);
+    linear_backward(dx, !fresh, tensor_grad(g, w), b ? tensor_grad(g, b) : NULL, n->out->grad, x->data, w->data,
+                    x->size / in, in, out);
 }
 
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
@@ -162,7 +164,20 @@ Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {
 
 static void swiglu_bwd(Graph *g, Node *n) {
     Tensor *a = n->in[0], *b = n->in[1];
-    swiglu_backward(tensor_grad(g, a), tensor_grad(g, b), n->out->grad, a->data, b->data, a->size);
+    if (a == b) {  // one buffer receives both terms: accumulate
+        float *d = tensor_grad(g, a);
+        swiglu_backward(d, d, 1, n->out->grad, a->data, b->data, a->size);
+        return;
+    }
+    int fa, fb;
+    float *da = tensor_grad_fresh(g, a, &fa), *db = tensor_grad_fresh(g, b, &fb);
+    // Mixed freshness (one gradient already partly summed): zero the fresh one and add to both.
+    if (da && db && fa != fb) {
+        if (fa) memset(da, 0, (size_t)a->size * sizeof(float));
+        if (fb) memset(db, 0, (size_t)b->size * sizeof(float));
+        fa = fb = 0;
+    }
+    swiglu_backward(da, db, !(da ? fa : fb), n->out->grad, a->data, b->data, a->size);
 }
 
 Tensor *op_swiglu(Graph *g, Tensor *a, Tensor *b) {

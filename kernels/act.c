@@ -33,12 +33,35 @@ void swiglu_forward(float *y, const float *a, const float *b, int64_t n) {
     }
 }
 
-void swiglu_backward(float *da, float *db, const float *dy, const float *a, const float *b, int64_t n) {
+void swiglu_backward(float *da, float *db, int acc, const float *dy, const float *a, const float *b, int64_t n) {
+    // acc = 0 writes 0 + term, the bits of adding to a zeroed buffer, without reading it.
+    // One loop per case, each branch-free, so that every one vectorises.
+    if (da && db && acc) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float x = a[i], s = sigmoidf(x);
-        if (da) da[i] += dy[i] * b[i] * s * (1.0f + x * (1.0f - s));
-        if (db) db[i] += dy[i] * x * s;
+        for (int64_t i = 0; i < n; i++) {
+            float x = a[i], s = sigmoidf(x);
+            da[i] += dy[i] * b[i] * s * (1.0f + x * (1.0f - s));
+            db[i] += dy[i] * x * s;
+        }
+    } else if (da && db) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            float x = a[i], s = sigmoidf(x);
+            da[i] = 0.0f + dy[i] * b[i] * s * (1.0f + x * (1.0f - s));
+            db[i] = 0.0f + dy[i] * x * s;
+        }
+    } else if (da) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            float x = a[i], s = sigmoidf(x);
+            da[i] = (acc ? da[i] : 0.0f) + dy[i] * b[i] * s * (1.0f + x * (1.0f - s));
+        }
+    } else if (db) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            float x = a[i], s = sigmoidf(x);
+            db[i] = (acc ? db[i] : 0.0f) + dy[i] * x * s;
+        }
     }
 }
 

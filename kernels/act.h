@@ -10,7 +10,7 @@ void silu_forward(float *y, const float *x, int64_t n);
 void silu_backward(float *dx, const float *dy, const float *x, int64_t n);
 // y = silu(a) · b (SwiGLU's inner product, DESIGN.md: w2(silu(w1 x) * w3 x))
 void swiglu_forward(float *y, const float *a, const float *b, int64_t n);
-void swiglu_backward(float *da, float *db, const float *dy, const float *a, const float *b, int64_t n);
+void swiglu_backward(float *da, float *db, int acc, const float *dy, const float *a, const float *b, int64_t n);
 // y = a + b
 void add_forward(float *y, const float *a, const float *b, int64_t n);
 void add_backward(float *da, float *db, const float *dy, int64_t n);

@@ -7,8 +7,9 @@
 
 // y[n, out] = x[n, in] · W[out, in]ᵀ
 void gemm_xwt(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out);
-// dx[n, in] += dy[n, out] · W[out, in]
-void gemm_dx_acc(float *dx, const float *dy, const float *w, int64_t n, int64_t in, int64_t out);
+// dx[n, in] (+)= dy[n, out] · W[out, in]: adds to dx when acc, else overwrites it (dx may
+// then hold garbage; the bits are those of adding to zeros).
+void gemm_dx(float *dx, const float *dy, const float *w, int64_t n, int64_t in, int64_t out, int acc);
 // dW[out, in] += dy[n, out]ᵀ · x[n, in]
 void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t in, int64_t out);
 

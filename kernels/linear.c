@@ -21,9 +21,9 @@ void linear_forward_q4k(float *y, const float *x, const uint8_t *wq, const float
             for (int64_t j = 0; j < out; j++) y[r * out + j] += b[j];
 }
 
-void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                     int64_t rows, int64_t in, int64_t out) {
-    if (dx) gemm_dx_acc(dx, dy, w, rows, in, out);
+void linear_backward(float *dx, int dx_acc, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int64_t rows, int64_t in, int64_t out) {
+    if (dx) gemm_dx(dx, dy, w, rows, in, out, dx_acc);
     if (dw) gemm_dw_acc(dw, dy, x, rows, in, out);
     if (db)
         for (int64_t r = 0; r < rows; r++)

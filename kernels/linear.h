@@ -13,8 +13,9 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
 // `rows` and of the thread count. Forward only (quantized weights are never trained).
 void linear_forward_q4k(float *y, const float *x, const uint8_t *wq, const float *b, int64_t rows, int64_t in,
                         int64_t out);
-// dx [rows, in] += dy · W, dw [out, in] += dyᵀ · x, db [out] += Σ_rows dy; any may be NULL.
-void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                     int64_t rows, int64_t in, int64_t out);
+// dx [rows, in] += dy · W (= when !dx_acc: a fresh buffer, overwritten), dw [out, in] += dyᵀ · x,
+// db [out] += Σ_rows dy; any may be NULL.
+void linear_backward(float *dx, int dx_acc, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int64_t rows, int64_t in, int64_t out);
 
 #endif

@@ -60,7 +60,7 @@ Test(act, swiglu) {
         omp_set_num_threads(run + 1);
         y[run] = kref_zeros(N), da[run] = kref_copy(in.da0, N), db[run] = kref_copy(in.db0, N);
         swiglu_forward(y[run], in.a, in.b, N);
-        swiglu_backward(da[run], db[run], in.dy, in.a, in.b, N);
+        swiglu_backward(da[run], db[run], 1, in.dy, in.a, in.b, N);
     }
     double ry[N], rda[N], rdb[N];
     for (int i = 0; i < N; i++) {
@@ -76,9 +76,15 @@ Test(act, swiglu) {
               "1 vs 2 threads");
     // Only one gradient wanted: the other pointer is NULL and da is unchanged by its absence.
     float *da1 = kref_copy(in.da0, N);
-    swiglu_backward(da1, NULL, in.dy, in.a, in.b, N);
+    swiglu_backward(da1, NULL, 1, in.dy, in.a, in.b, N);
     cr_expect(memcmp(da1, da[0], N * 4) == 0);
-    free(da1);
+    // Fresh buffers (acc = 0, garbage there) get the bits of adding to zeros.
+    float *za = kref_zeros(N), *zb = kref_zeros(N), *ga = kref_zeros(N), *gb = kref_zeros(N);
+    for (int i = 0; i < N; i++) ga[i] = gb[i] = NAN;
+    swiglu_backward(za, zb, 1, in.dy, in.a, in.b, N);
+    swiglu_backward(ga, gb, 0, in.dy, in.a, in.b, N);
+    cr_expect(memcmp(za, ga, N * 4) == 0 && memcmp(zb, gb, N * 4) == 0, "overwrite vs add to zeros");
+    free(da1), free(za), free(zb), free(ga), free(gb);
     for (int run = 0; run < 2; run++) free(y[run]), free(da[run]), free(db[run]);
     free_inputs(&in);
 }

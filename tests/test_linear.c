@@ -1,14 +1,16 @@
 // test_linear.c: the linear layer (kernels/linear.c over gemm.c) against a double loop:
 // y = x Wᵀ + b and its three gradients, accumulating; 1 vs 2 threads bit-identical.
 #include <criterion/criterion.h>
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "kernels/linear.h"
 #include "tests/kernel_ref.h"
 
-// Rows past one 64-row gemm chunk, and a ragged last chunk, on both sides of the product.
-enum { ROWS = 150, IN = 37, OUT = 70 };
+// Rows past one 256-row gemm chunk, and a ragged last chunk, on both sides of the product;
+// OUT past one dW chunk (32 rows at this width), ragged too.
+enum { ROWS = 300, IN = 37, OUT = 70 };
 
 Test(linear, matches_double_reference) {
     Rng r;
@@ -22,7 +24,7 @@ Test(linear, matches_double_reference) {
         y[run] = kref_zeros(ROWS * OUT), dx[run] = kref_copy(dx0, ROWS * IN);
         dw[run] = kref_copy(dw0, OUT * IN), db[run] = kref_copy(db0, OUT);
         linear_forward(y[run], x, w, b, ROWS, IN, OUT);
-        linear_backward(dx[run], dw[run], db[run], dy, x, w, ROWS, IN, OUT);
+        linear_backward(dx[run], 1, dw[run], db[run], dy, x, w, ROWS, IN, OUT);
     }
     double *ry = kref_dzeros(ROWS * OUT), *rdx = kref_dzeros(ROWS * IN), *rdw = kref_dzeros(OUT * IN);
     double *rdb = kref_dzeros(OUT);
@@ -43,11 +45,18 @@ Test(linear, matches_double_reference) {
     double e[4] = {kref_rel_err(y[0], ry, ROWS * OUT), kref_rel_err(dx[0], rdx, ROWS * IN),
                    kref_rel_err(dw[0], rdw, OUT * IN), kref_rel_err(db[0], rdb, OUT)};
     cr_log_info("linear: y %.2e dx %.2e dw %.2e db %.2e", e[0], e[1], e[2], e[3]);
-    // float32 dot products of up to 150 terms: measured <= 5e-7 of the scale; 1e-5.
+    // float32 dot products of up to 300 terms: measured <= 5e-7 of the scale; 1e-5.
     for (int k = 0; k < 4; k++) cr_expect(e[k] <= 1e-5, "output %d: rel err %g", k, e[k]);
     cr_expect(memcmp(y[0], y[1], ROWS * OUT * 4) == 0 && memcmp(dx[0], dx[1], ROWS * IN * 4) == 0 &&
                   memcmp(dw[0], dw[1], OUT * IN * 4) == 0 && memcmp(db[0], db[1], OUT * 4) == 0,
               "linear differs between 1 and 2 threads");
+    // dx into a fresh buffer (dx_acc = 0, garbage there): the bits of adding to zeros.
+    float *dxz = kref_zeros(ROWS * IN), *dxg = kref_zeros(ROWS * IN);
+    for (int i = 0; i < ROWS * IN; i++) dxg[i] = NAN;
+    linear_backward(dxz, 1, NULL, NULL, dy, x, w, ROWS, IN, OUT);
+    linear_backward(dxg, 0, NULL, NULL, dy, x, w, ROWS, IN, OUT);
+    cr_expect(memcmp(dxz, dxg, ROWS * IN * 4) == 0, "overwriting dx differs from adding to zeros");
+    free(dxz), free(dxg);
     // No bias: the product alone.
     float *y0 = kref_zeros(ROWS * OUT);
     linear_forward(y0, x, w, NULL, ROWS, IN, OUT);
