@@ -57,6 +57,8 @@ typedef struct Graph {
     int n_nodes, cap_nodes;
     long n_node_reallocs;            // tape growth (stops after the first step)
     int record;                      // 0: no tape (inference, recompute-free forward)
+    int skip_values;                 // 1: op_linear and op_add record but leave the output's
+                                     // values unset (nobody reads them: see model.c)
     int layer;                       // layer stamped on new nodes
     Watch *watch;                    // may be NULL
 } Graph;

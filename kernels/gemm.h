@@ -15,7 +15,8 @@ void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t 
 
 // Measured sgemm GFLOP/s of an n×n by n×n product with `threads` threads, each running one
 // single-threaded OpenBLAS call on its share of the rows (as the wrappers above run): best
-// of 5 after a warm-up call. The yardstick of `nsa bench attn` and `nsa bench train`.
+// of at least 10 calls and 0.3 s after a warm-up call. The yardstick of `nsa bench attn` and
+// `nsa bench train`.
 double gemm_measure_gflops(int n, int threads);
 
 #endif
