@@ -121,7 +121,9 @@ Test(nsa_slc, index_vs_ref_and_double) {
     check_slc_case(kref_nsa_shape(2, 160, 4, 2, 32, 16, 8, 16, 5), 45, 1);  // idx from nsa_select
     check_slc_case(kref_nsa_shape(1, 150, 6, 2, 16, 16, 8, 16, 3), 48, 0);  // r = 3: lanes one by one
     check_slc_case(kref_nsa_shape(1, 90, 10, 2, 8, 16, 8, 16, 4), 49, 0);   // r = 5: positions split over groups
-    check_slc_case(kref_nsa_shape(1, 40, 32, 1, 8, 16, 8, 16, 3), 50, 0);   // r = 32 > one vector of rows
+    check_slc_case(kref_nsa_shape(1, 40, 32, 1, 8, 16, 8, 16, 3), 50, 0);   // r = 32: one group of rows
+    check_slc_case(kref_nsa_shape(1, 40, 16, 1, 8, 16, 8, 16, 3), 52, 0);   // r = 16: half a group
+    check_slc_case(kref_nsa_shape(1, 24, 64, 1, 8, 16, 8, 16, 3), 53, 0);   // r = 64 > one group
     check_slc_case(kref_nsa_shape(4, 100, 4, 2, 16, 16, 8, 16, 3), 51, 0);  // B*G = 8: one backward task per group
 }
 
