@@ -56,8 +56,9 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// Median step time (s) of steps 2..steps with gradient checkpointing `mode`.
-static int time_steps(const Config *base, CkptMode mode, int steps, double *median) {
+// Median, fastest and slowest step time (s) of steps 2..steps with gradient checkpointing
+// `mode` (the spread shows how much a shared machine disturbed the run).
+static int time_steps(const Config *base, CkptMode mode, int steps, double *median, double *lo, double *hi) {
     Config c = *base;
     c.checkpoint = mode;
     Trainer t;
@@ -74,6 +75,7 @@ static int time_steps(const Config *base, CkptMode mode, int steps, double *medi
     if (rc != NSA_OK) return NSA_ERR;
     qsort(times, (size_t)n, sizeof times[0], cmp_double);
     *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    *lo = times[0], *hi = times[n - 1];
     return NSA_OK;
 }
 
@@ -97,18 +99,18 @@ int bench_train_run(FILE *out, const char *config, int steps) {
             config, (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, tokens, steps, steps,
             threads, fpt / 1e6);
     fflush(out);
-    double st[2];
+    double st[2], lo[2], hi[2];
     const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
     const char *names[2] = {"none", "layer"};
     for (int i = 0; i < 2; i++)
-        if (time_steps(&c, modes[i], steps, &st[i]) != NSA_OK) return NSA_ERR;
+        if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i]) != NSA_OK) return NSA_ERR;
     const double sg1 = gemm_measure_gflops(1024, threads), sg = sg0 > sg1 ? sg0 : sg1;
     fprintf(out, "sgemm 1024^3 on %d threads: %.1f GFLOP/s before the steps, %.1f after; the better is the yardstick\n",
             threads, sg0, sg1);
     for (int i = 0; i < 2; i++) {
         const double gf = fpt * tokens / st[i] / 1e9;
-        fprintf(out, "  checkpoint=%-5s  step %7.3f s  %8.0f tokens/s  %6.1f GFLOP/s = %4.1f%% of sgemm\n", names[i],
-                st[i], tokens / st[i], gf, 100.0 * gf / sg);
+        fprintf(out, "  checkpoint=%-5s  step %7.3f s (%.3f .. %.3f)  %8.0f tokens/s  %6.1f GFLOP/s = %4.1f%% of sgemm\n",
+                names[i], st[i], lo[i], hi[i], tokens / st[i], gf, 100.0 * gf / sg);
     }
     fprintf(out, "  checkpoint=layer / none: step time %.2fx (goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n",
             st[1] / st[0], 100.0 * fpt * tokens / st[0] / 1e9 / sg);
