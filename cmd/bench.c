@@ -16,7 +16,7 @@
 #include "train/bench_train.h"
 
 static const char usage[] =
-    "usage: nsa bench [kernels|q4k|decode|attn [--max-seq N]|train [--config NAME] [--steps N]]\n"
+    "usage: nsa bench [kernels|q4k|decode|attn [--max-seq N] [--reps N]|train [--config NAME] [--steps N]]\n"
     "  kernels: sgemm with the AVX-512 vs Haswell OpenBLAS kernels, causal attention vs a\n"
     "  naive materialised loop, NSA selected attention index path vs materialising reference.\n"
     "  q4k: read bandwidth, Q4_K matvec on a matrix far larger than the LLC (GB/s vs that\n"
@@ -26,27 +26,33 @@ static const char usage[] =
     "  measured copy bandwidth.\n"
     "  attn: one layer of NSA attention (compressed, selection, selected, window) vs dense\n"
     "  causal flash attention at S = 8k, 16k, 32k, 64k (stop after --max-seq, default 65536),\n"
-    "  forward and backward, each kernel's GFLOP/s against 1- and 2-thread sgemm of the run.\n"
+    "  forward and backward, each kernel's GFLOP/s against 1- and 2-thread sgemm of the run;\n"
+    "  the best of --reps runs per S (1-10; default 2 up to 16k and 1 beyond: ~2 minutes).\n"
     "  train: optimiser steps of a named config (default small; --steps per mode, default 6,\n"
     "  the first left out) with checkpoint=none and =layer: tokens/s, achieved GFLOP/s (6 per\n"
     "  parameter use + 12*Dh per attention pair) against sgemm of the run, and the step-time\n"
     "  ratio of gradient checkpointing. Needs the config's data file (scripts/get-corpus.sh).\n"
     "  Peak memory of gradient checkpointing at seq_len 2048: scripts/bench-ckpt.sh (make bench).\n";
 
-enum { O_HELP = 1, O_WHAT, O_MAX_SEQ, O_CONFIG, O_STEPS };
+enum { O_HELP = 1, O_WHAT, O_MAX_SEQ, O_CONFIG, O_STEPS, O_REPS };
 static const ArgSpec specs[] = {{"", 1, O_WHAT},          {"help", 0, O_HELP},   {"max-seq", 1, O_MAX_SEQ},
-                                {"config", 1, O_CONFIG}, {"steps", 1, O_STEPS}, {NULL, 0, 0}};
+                                {"config", 1, O_CONFIG}, {"steps", 1, O_STEPS}, {"reps", 1, O_REPS},
+                                {NULL, 0, 0}};
 
 int cmd_bench(int argc, char **argv) {
     const char *what = NULL, *v;
     ArgIter it;
     args_begin(&it, argc, argv);
     int id;
-    int64_t max_seq = 65536, steps = 6;
+    int64_t max_seq = 65536, steps = 6, reps = 0;
     const char *config = "small";
     while ((id = args_next(&it, specs, &v)) > 0) {
         if (id == O_MAX_SEQ) {
             if (args_i64("--max-seq", v, 8192, 65536, &max_seq) != NSA_OK) return 2;
+            continue;
+        }
+        if (id == O_REPS) {
+            if (args_i64("--reps", v, 1, 10, &reps) != NSA_OK) return 2;
             continue;
         }
         if (id == O_STEPS) {
@@ -75,7 +81,7 @@ int cmd_bench(int argc, char **argv) {
         printf("%.3f\n", bench_sgemm_gflops(1024));
         return 0;
     }
-    if (!strcmp(what, "attn")) return bench_attn_run(stdout, (int)max_seq) == NSA_OK ? 0 : 1;
+    if (!strcmp(what, "attn")) return bench_attn_run(stdout, (int)max_seq, (int)reps) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "train")) return bench_train_run(stdout, config, (int)steps) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "q4k")) return bench_q4k_run(stdout) == NSA_OK ? 0 : 1;
     if (!strcmp(what, "decode")) return bench_decode() == NSA_OK ? 0 : 1;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 // Prints the table to out for S = 8192, 16384, ... up to max_seq (>= 8192). Returns NSA_OK.
-int bench_attn_run(FILE *out, int max_seq);
+// reps > 0: the best of reps runs at every S; 0: 2 up to 16k, 1 beyond.
+int bench_attn_run(FILE *out, int max_seq, int reps);
 
 #endif

@@ -127,6 +127,8 @@ Test(cli, malformed_numbers) {
     expect_usage_error("train --config tiny --stop-at 0", "--stop-at: '0'");
     expect_usage_error("train --config tiny --step-timeout inf", "--step-timeout: 'inf'");
     expect_usage_error("hangcheck --steps 66", "--steps: '66' is not an integer in [1, 65]");
+    expect_usage_error("bench attn --reps 0", "--reps: '0' is not an integer in [1, 10]");
+    expect_usage_error("bench attn --max-seq 100", "--max-seq: '100' is not an integer in [8192, 65536]");
     expect_usage_error("hangcheck --layers 1,,2", "--layers: '' is not an integer");
     expect_usage_error("hangcheck --seq 64,abc", "--seq: 'abc'");
     expect_usage_error("hangcheck --layers 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", "more than 16 entries");
