@@ -128,8 +128,11 @@ KERNEL fwd_init(FwdState *st, const float *restrict q, const AttnTile *tl, int D
 // the base of chunk c = s0 / L (chunks must start at multiples of L).
 KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const float *const *kp,
                  const float *const *vp, int n, int s0, int nk, const int *lo, const int *hi, int Dh) {
-    float S[L * L], mx[L], base[L], corr[L], sum[L];
+    float Sbuf[L * L], mx[L], base[L], corr[L], sum[L];
     float *restrict m = st->m, *restrict l = st->l, *restrict OT = st->OT;
+    // Kept probabilities are computed in place in sc rather than copied there afterwards.
+    if (sc) NSA_ASSERT(s0 % L == 0);
+    float *restrict S = sc ? sc + (size_t)s0 * L : Sbuf;
     lanes_dot(S, st->QT, kp, nk, Dh);  // S[j][r] = q_r·k_j / sqrt(Dh)
     for (int r = 0; r < L; r++) mx[r] = m[r];
     if (chunk_full(lo, hi, n, s0, nk)) {
@@ -161,11 +164,7 @@ KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const 
             sum[r] += p;
         }
     }
-    if (sc) {
-        NSA_ASSERT(s0 % L == 0);
-        memcpy(sc + (size_t)s0 * L, S, (size_t)nk * L * sizeof(float));
-        memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
-    }
+    if (sc) memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
     for (int r = 0; r < L; r++) l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
     for (int e = 0; e < Dh; e++)
 #pragma omp simd
