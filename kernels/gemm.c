@@ -26,19 +26,18 @@
 // on the shape, so the bits do not depend on the thread count.
 static inline int64_t dw_chunk(int64_t out) { return out >= 256 ? 128 : out >= 64 ? 32 : 16; }
 
-static inline int64_t n_chunks_of(int64_t rows, int64_t chunk) { return (rows + chunk - 1) / chunk; }
-static inline int64_t rows_of(int64_t c, int64_t rows, int64_t chunk) {
+// Chunks of `chunk` rows out of `rows`, and the rows of chunk c (the last may be short).
+static inline int64_t n_chunks(int64_t rows, int64_t chunk) { return (rows + chunk - 1) / chunk; }
+static inline int64_t chunk_rows(int64_t c, int64_t rows, int64_t chunk) {
     int64_t r = rows - c * chunk;
     return r < chunk ? r : chunk;
 }
-static inline int64_t n_chunks(int64_t rows) { return n_chunks_of(rows, ROW_CHUNK); }
-static inline int64_t chunk_rows(int64_t c, int64_t rows) { return rows_of(c, rows, ROW_CHUNK); }
 
 void gemm_xwt(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out) {
     if (n == 0 || out == 0) return;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < n_chunks(n); c++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)chunk_rows(c, n), (int)out, (int)in, 1.0f,
+    for (int64_t c = 0; c < n_chunks(n, ROW_CHUNK); c++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)chunk_rows(c, n, ROW_CHUNK), (int)out, (int)in, 1.0f,
                     x + c * ROW_CHUNK * in, (int)in, w, (int)in, 0.0f, y + c * ROW_CHUNK * out, (int)out);
 }
 
@@ -52,9 +51,9 @@ void gemm_dx(float *dx, const float *dy, const float *w, int64_t n, int64_t in, 
     // chunk is in cache, instead of a separate pass over the whole of dx.
     const float beta = acc ? 1.0f : 0.0f;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < n_chunks(n); c++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)chunk_rows(c, n), (int)in, (int)out, 1.0f,
-                    dy + c * ROW_CHUNK * out, (int)out, w, (int)in, beta, dx + c * ROW_CHUNK * in, (int)in);
+    for (int64_t c = 0; c < n_chunks(n, ROW_CHUNK); c++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)chunk_rows(c, n, ROW_CHUNK), (int)in, (int)out,
+                    1.0f, dy + c * ROW_CHUNK * out, (int)out, w, (int)in, beta, dx + c * ROW_CHUNK * in, (int)in);
 }
 
 void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t in, int64_t out) {
@@ -62,8 +61,8 @@ void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t 
     // Chunks of dW's rows; each keeps the full reduction over n in one call.
     const int64_t ch = dw_chunk(out);
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < n_chunks_of(out, ch); c++)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows_of(c, out, ch), (int)in, (int)n, 1.0f,
+    for (int64_t c = 0; c < n_chunks(out, ch); c++)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)chunk_rows(c, out, ch), (int)in, (int)n, 1.0f,
                     dy + c * ch, (int)out, x, (int)in, 1.0f, dw + c * ch * in, (int)in);
 }
 

@@ -105,7 +105,8 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     for (int i = 0; i < 2; i++)
         if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i]) != NSA_OK) return NSA_ERR;
     const double sg1 = gemm_measure_gflops(1024, threads), sg = sg0 > sg1 ? sg0 : sg1;
-    fprintf(out, "sgemm 1024^3 on %d threads: %.1f GFLOP/s before the steps, %.1f after; the better is the yardstick\n",
+    fprintf(out,
+            "sgemm 1024^3 on %d threads: %.1f GFLOP/s before the steps, %.1f after; the better is the yardstick\n",
             threads, sg0, sg1);
     for (int i = 0; i < 2; i++) {
         const double gf = fpt * tokens / st[i] / 1e9;
