@@ -110,7 +110,8 @@ int bench_train_run(FILE *out, const char *config, int steps) {
             threads, sg0, sg1);
     for (int i = 0; i < 2; i++) {
         const double gf = fpt * tokens / st[i] / 1e9;
-        fprintf(out, "  checkpoint=%-5s  step %7.3f s (%.3f .. %.3f)  %8.0f tokens/s  %6.1f GFLOP/s = %4.1f%% of sgemm\n",
+        fprintf(out,
+                "  checkpoint=%-5s  step %7.3f s (%.3f .. %.3f)  %8.0f tokens/s  %6.1f GFLOP/s = %4.1f%% of sgemm\n",
                 names[i], st[i], lo[i], hi[i], tokens / st[i], gf, 100.0 * gf / sg);
     }
     fprintf(out, "  checkpoint=layer / none: step time %.2fx (goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n",
