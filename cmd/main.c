@@ -7,6 +7,7 @@
 #include "cmd/cmd.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
+#include "kernels/attention.h"
 #include "kernels/q4k.h"
 
 typedef struct {
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
     cpu_setup(argc, argv);
     if (q4k_setup() != NSA_OK) return 1;  // a bad NSA_Q4K_PATH is a one-line error
+    if (attn_setup() != NSA_OK) return 1;  // and NSA_ATTN_PATH
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

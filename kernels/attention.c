@@ -21,6 +21,42 @@ static inline float dotf(const float *a, const float *b, int n) {
     return s;
 }
 
+// ---- Kernel path ----
+
+int attn_path_supported(AttnPath p) {
+    cpu_detect();
+    switch (p) {
+    case ATTN_PATH_AUTO:
+    case ATTN_PATH_REF: return 1;
+    case ATTN_PATH_AVX512: return LANES_HAVE_512 && nsa_cpu.avx512f;
+    }
+    return 0;
+}
+
+int attn_setup(void) {
+    AttnPath p = attn_path_supported(ATTN_PATH_AVX512) ? ATTN_PATH_AVX512 : ATTN_PATH_REF;
+    const char *env = getenv("NSA_ATTN_PATH");
+    if (env && *env) {
+        if (!strcmp(env, "ref")) {
+            p = ATTN_PATH_REF;
+        } else if (!strcmp(env, "avx512")) {
+            if (!attn_path_supported(ATTN_PATH_AVX512)) {
+                nsa_error("NSA_ATTN_PATH=avx512: %s", LANES_HAVE_512 ? "this CPU lacks AVX-512 F/BW/DQ/VL"
+                                                                   : "this binary was built without AVX-512 code");
+                return NSA_ERR;
+            }
+            p = ATTN_PATH_AVX512;
+        } else {
+            nsa_error("NSA_ATTN_PATH=%s: unknown attention kernel path (ref or avx512)", env);
+            return NSA_ERR;
+        }
+    }
+    nsa_cpu.attn_path = p;
+    return NSA_OK;
+}
+
+const char *attn_path_name(void) { return lanes_512() ? "avx512" : "ref"; }
+
 // ---- Query tiles ----
 
 void attn_tile_rows(AttnTile *tl, int b, int T, int H, int t0, const int32_t *tlist, int nt,

@@ -8,6 +8,11 @@
 #include <math.h>
 
 #include "kernels/attention.h"
+#include "kernels/cpu.h"
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 // DISPATCH_DH runs `call` with Dh_ a literal for the usual head sizes (loops unroll
 // completely) and the run-time Dh otherwise.
@@ -41,7 +46,7 @@ KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int 
 
 // Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n: 64 dot products per row, four rows per pass
 // sharing the XT loads (16 vector accumulators: one load feeds four FMAs).
-KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n,
+KERNEL lanes_dot_ref(float *restrict Y, const float *restrict XT, const float *const *rows, int n,
                  int Dh) {
     for (int i = 0; i < n; i += 4) {
         const float *x0 = rows[i], *x1 = rows[i + 1 < n ? i + 1 : i];
@@ -71,7 +76,7 @@ KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const
 
 // AccT[e][l] += Σ_i W[i][l] rows[i][e] for i < n, in order of i: the transposed
 // accumulation of Σ_i w_i ⊗ row_i, four e per pass sharing the W loads.
-KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows,
+KERNEL lanes_axpy_ref(float *restrict AccT, const float *restrict W, const float *const *rows,
                   int n, int Dh) {
     for (int e = 0; e < Dh; e += 4) {
         const int e1 = e + 1 < Dh ? e + 1 : e, e2 = e + 2 < Dh ? e + 2 : e, e3 = e + 3 < Dh ? e + 3 : e;
@@ -102,7 +107,7 @@ KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *co
 // head dimension in the vectors. R rows per pass share each X load (R·Dh accumulators, 16
 // vectors of 16 floats); rows past n repeat the last one and are stored first, so the real
 // row's store wins.
-KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
+KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
                  int Dh) {
     enum { RMAX = 16 };
     const int R = Dh >= 256 ? 1 : Dh >= 128 ? 2 : Dh >= 64 ? 4 : Dh >= 32 ? 8 : RMAX;
@@ -124,6 +129,152 @@ KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *r
         for (int w = R - 1; w >= 0; w--)
             for (int e = 0; e < Dh; e++) Y[xr[w]][e] = a[w][e];
     }
+}
+
+// ---- AVX-512 twins ----
+// The same products with the register tiles written out: gcc kept only four rows of
+// accumulators in lanes_dot_ref and folded the shared operand's load into every FMA (16
+// loads per 16 FMAs), and the backward kernel ran at ~60 % of single-thread sgemm. Every
+// output element is the same chain of fmaf in the same order as in the _ref loops, so the
+// two paths give the same bits (tests/test_attention.c holds them to it). They exist where
+// the compiler targets AVX-512 (the Makefile builds with -march=native); attn_setup chooses
+// between them from the CPU features or NSA_ATTN_PATH.
+#ifdef __AVX512F__
+#define LANES_HAVE_512 1
+
+// lanes_dot: six rows per pass (24 accumulators), the four XT vectors of each e loaded once.
+KERNEL lanes_dot_512(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
+    enum { RW = 6 };
+    int i = 0;
+    for (; i + RW <= n; i += RW) {
+        __m512 a[RW][4];
+        for (int w = 0; w < RW; w++)
+            for (int b = 0; b < 4; b++) a[w][b] = _mm512_setzero_ps();
+        for (int e = 0; e < Dh; e++) {
+            const float *xe = XT + e * ATTN_L;
+            const __m512 k0 = _mm512_loadu_ps(xe), k1 = _mm512_loadu_ps(xe + 16);
+            const __m512 k2 = _mm512_loadu_ps(xe + 32), k3 = _mm512_loadu_ps(xe + 48);
+            for (int w = 0; w < RW; w++) {
+                const __m512 c = _mm512_set1_ps(rows[i + w][e]);
+                a[w][0] = _mm512_fmadd_ps(k0, c, a[w][0]);
+                a[w][1] = _mm512_fmadd_ps(k1, c, a[w][1]);
+                a[w][2] = _mm512_fmadd_ps(k2, c, a[w][2]);
+                a[w][3] = _mm512_fmadd_ps(k3, c, a[w][3]);
+            }
+        }
+        for (int w = 0; w < RW; w++)
+            for (int b = 0; b < 4; b++) _mm512_storeu_ps(Y + (i + w) * ATTN_L + 16 * b, a[w][b]);
+    }
+    for (; i < n; i++) {
+        __m512 a[4];
+        for (int b = 0; b < 4; b++) a[b] = _mm512_setzero_ps();
+        for (int e = 0; e < Dh; e++) {
+            const __m512 c = _mm512_set1_ps(rows[i][e]);
+            for (int b = 0; b < 4; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(XT + e * ATTN_L + 16 * b), c, a[b]);
+        }
+        for (int b = 0; b < 4; b++) _mm512_storeu_ps(Y + i * ATTN_L + 16 * b, a[b]);
+    }
+}
+
+// lanes_axpy: six e per pass (24 accumulators), the four W vectors of each row loaded once.
+KERNEL lanes_axpy_512(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh) {
+    enum { EW = 6 };
+    int e = 0;
+    for (; e + EW <= Dh; e += EW) {
+        __m512 a[EW][4];
+        for (int u = 0; u < EW; u++)
+            for (int b = 0; b < 4; b++) a[u][b] = _mm512_loadu_ps(AccT + (e + u) * ATTN_L + 16 * b);
+        for (int i = 0; i < n; i++) {
+            const float *wi = W + i * ATTN_L;
+            const __m512 w0 = _mm512_loadu_ps(wi), w1 = _mm512_loadu_ps(wi + 16);
+            const __m512 w2 = _mm512_loadu_ps(wi + 32), w3 = _mm512_loadu_ps(wi + 48);
+            for (int u = 0; u < EW; u++) {
+                const __m512 c = _mm512_set1_ps(rows[i][e + u]);
+                a[u][0] = _mm512_fmadd_ps(w0, c, a[u][0]);
+                a[u][1] = _mm512_fmadd_ps(w1, c, a[u][1]);
+                a[u][2] = _mm512_fmadd_ps(w2, c, a[u][2]);
+                a[u][3] = _mm512_fmadd_ps(w3, c, a[u][3]);
+            }
+        }
+        for (int u = 0; u < EW; u++)
+            for (int b = 0; b < 4; b++) _mm512_storeu_ps(AccT + (e + u) * ATTN_L + 16 * b, a[u][b]);
+    }
+    for (; e < Dh; e++) {
+        __m512 a[4];
+        for (int b = 0; b < 4; b++) a[b] = _mm512_loadu_ps(AccT + e * ATTN_L + 16 * b);
+        for (int i = 0; i < n; i++) {
+            const __m512 c = _mm512_set1_ps(rows[i][e]);
+            for (int b = 0; b < 4; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ATTN_L + 16 * b), c, a[b]);
+        }
+        for (int b = 0; b < 4; b++) _mm512_storeu_ps(AccT + e * ATTN_L + 16 * b, a[b]);
+    }
+}
+
+// rows_axpy for Dh a multiple of 16 up to 256: R = 24 / (Dh / 16) rows per pass (24
+// accumulators), each key's Dh / 16 vectors loaded once for all R rows.
+KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
+                     int Dh) {
+    enum { ACC = 24 };
+    const int nv = Dh / 16, R = ACC / nv > 0 ? ACC / nv : 1;
+    for (int x0 = 0; x0 < n; x0 += R) {
+        const int rr = n - x0 < R ? n - x0 : R;
+        __m512 a[ACC > 16 ? ACC : 16];
+        for (int w = 0; w < R; w++)
+            for (int v = 0; v < nv; v++)
+                a[w * nv + v] = w < rr ? _mm512_loadu_ps(Y[x0 + w] + 16 * v) : _mm512_setzero_ps();
+        for (int j = 0; j < nk; j++) {
+            const float *xj = X + (size_t)j * xs;
+            __m512 xv[16];
+            for (int v = 0; v < nv; v++) xv[v] = _mm512_loadu_ps(xj + 16 * v);
+            for (int w = 0; w < R; w++) {
+                const __m512 c = _mm512_set1_ps(P[(x0 + (w < rr ? w : 0)) * ATTN_L + j]);
+                for (int v = 0; v < nv; v++) a[w * nv + v] = _mm512_fmadd_ps(c, xv[v], a[w * nv + v]);
+            }
+        }
+        for (int w = 0; w < rr; w++)
+            for (int v = 0; v < nv; v++) _mm512_storeu_ps(Y[x0 + w] + 16 * v, a[w * nv + v]);
+    }
+}
+#else
+#define LANES_HAVE_512 0
+#endif
+
+// Whether the kernels take the AVX-512 twins: the path attn_setup chose (or a test set),
+// and by default the fastest one compiled in (a binary built with AVX-512 code generation
+// runs only on such CPUs anyway).
+static inline int lanes_512(void) {
+    return LANES_HAVE_512 && nsa_cpu.attn_path != ATTN_PATH_REF;
+}
+
+KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
+#if LANES_HAVE_512
+    if (lanes_512()) {
+        lanes_dot_512(Y, XT, rows, n, Dh);
+        return;
+    }
+#endif
+    lanes_dot_ref(Y, XT, rows, n, Dh);
+}
+
+KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh) {
+#if LANES_HAVE_512
+    if (lanes_512()) {
+        lanes_axpy_512(AccT, W, rows, n, Dh);
+        return;
+    }
+#endif
+    lanes_axpy_ref(AccT, W, rows, n, Dh);
+}
+
+KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
+                 int Dh) {
+#if LANES_HAVE_512
+    if (lanes_512() && Dh % 16 == 0 && Dh <= 256) {
+        rows_axpy_512(Y, P, n, X, xs, nk, Dh);
+        return;
+    }
+#endif
+    rows_axpy_ref(Y, P, n, X, xs, nk, Dh);
 }
 
 #endif

@@ -9,6 +9,7 @@ typedef struct {
     int avx512vnni;  // int8 dot products (vpdpbusd)
     int threads;
     int q4k_path;    // the Q4_K kernel path (a Q4kPath, kernels/q4k.h); 0 until q4k_setup chooses
+    int attn_path;   // the attention kernels' path (an AttnPath, kernels/attention.h); 0: the fastest built
 } CpuInfo;
 
 extern CpuInfo nsa_cpu;

@@ -3,10 +3,12 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/attention.h"
 #include "kernels/common.h"
+#include "kernels/cpu.h"
 #include "kernels/rng.h"
 
 static float *randn(Rng *r, size_t n, float scale) {
@@ -204,34 +206,61 @@ Test(attention, backward_accumulates) {
     free(q), free(k), free(v), free(dout), free(o), free(lse), free(work);
 }
 
-// Outputs and gradients must be bit-identical with 1 and 2 threads.
-Test(attention, deterministic_across_threads) {
-    const int B = 2, T = 150, H = 4, G = 2, Dh = 32;
+// Outputs and gradients must be bit-identical with 1 and 2 threads, and on the portable and
+// the AVX-512 kernel path (where this machine has it); head sizes that are, and are not,
+// multiples of the 16-float vectors, and one the kernels do not specialise (48).
+Test(attention, deterministic_across_threads_and_paths) {
+    const int B = 2, T = 150, H = 4, G = 2;
+    const int dhs[3] = {32, 20, 48}, windows[2] = {0, 40};
+    // run: {threads, path}
+    const int runs[3][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}};
     Rng r;
     rng_seed(&r, 11);
-    size_t nq = (size_t)B * T * H * Dh, nk = (size_t)B * T * G * Dh, nl = (size_t)B * T * H;
-    float *q = randn(&r, nq, 1.0f), *k = randn(&r, nk, 1.0f), *v = randn(&r, nk, 1.0f);
-    float *dout = randn(&r, nq, 1.0f);
-    void *work = nsa_malloc(attn_backward_work_bytes(B, T, H, G, Dh));
-    const int windows[2] = {0, 40};
-    for (int wi = 0; wi < 2; wi++) {
-        float *out[2][5];
-        for (int run = 0; run < 2; run++) {
-            omp_set_num_threads(run + 1);
-            float *o = zeros(nq), *lse = zeros(nl), *dq = zeros(nq), *dk = zeros(nk), *dv = zeros(nk);
-            attn_forward(o, lse, q, k, v, B, T, H, G, Dh, windows[wi]);
-            attn_backward(dq, dk, dv, dout, q, k, v, o, lse, work, B, T, H, G, Dh, windows[wi]);
-            out[run][0] = o, out[run][1] = lse, out[run][2] = dq, out[run][3] = dk, out[run][4] = dv;
+    for (int di = 0; di < 3; di++) {
+        const int Dh = dhs[di];
+        size_t nq = (size_t)B * T * H * Dh, nk = (size_t)B * T * G * Dh, nl = (size_t)B * T * H;
+        float *q = randn(&r, nq, 1.0f), *k = randn(&r, nk, 1.0f), *v = randn(&r, nk, 1.0f);
+        float *dout = randn(&r, nq, 1.0f);
+        void *work = nsa_malloc(attn_backward_work_bytes(B, T, H, G, Dh));
+        for (int wi = 0; wi < 2; wi++) {
+            float *out[3][5];
+            for (int run = 0; run < 3; run++) {
+                omp_set_num_threads(runs[run][0]);
+                nsa_cpu.attn_path = runs[run][1];
+                float *o = zeros(nq), *lse = zeros(nl), *dq = zeros(nq), *dk = zeros(nk), *dv = zeros(nk);
+                attn_forward(o, lse, q, k, v, B, T, H, G, Dh, windows[wi]);
+                attn_backward(dq, dk, dv, dout, q, k, v, o, lse, work, B, T, H, G, Dh, windows[wi]);
+                out[run][0] = o, out[run][1] = lse, out[run][2] = dq, out[run][3] = dk, out[run][4] = dv;
+            }
+            nsa_cpu.attn_path = ATTN_PATH_AUTO;
+            size_t ns[5] = {nq, nl, nq, nk, nk};
+            const char *names[5] = {"o", "lse", "dq", "dk", "dv"};
+            for (int a = 0; a < 5; a++) {
+                cr_expect(memcmp(out[0][a], out[1][a], ns[a] * sizeof(float)) == 0,
+                          "%s differs between 1 and 2 threads (Dh %d, window %d)", names[a], Dh, windows[wi]);
+                cr_expect(memcmp(out[0][a], out[2][a], ns[a] * sizeof(float)) == 0,
+                          "%s differs between the %s and ref paths (Dh %d, window %d)", names[a],
+                          attn_path_name(), Dh, windows[wi]);
+                for (int run = 0; run < 3; run++) free(out[run][a]);
+            }
         }
-        size_t ns[5] = {nq, nl, nq, nk, nk};
-        const char *names[5] = {"o", "lse", "dq", "dk", "dv"};
-        for (int a = 0; a < 5; a++) {
-            cr_expect(memcmp(out[0][a], out[1][a], ns[a] * sizeof(float)) == 0,
-                      "%s differs between 1 and 2 threads (window %d)", names[a], windows[wi]);
-            free(out[0][a]), free(out[1][a]);
-        }
+        free(q), free(k), free(v), free(dout), free(work);
     }
-    free(q), free(k), free(v), free(dout), free(work);
+}
+
+// attn_setup: NSA_ATTN_PATH picks the path; an unknown value is an error.
+Test(attention, path_setup) {
+    cr_assert_eq(setenv("NSA_ATTN_PATH", "ref", 1), 0);
+    cr_expect_eq(attn_setup(), NSA_OK);
+    cr_expect_str_eq(attn_path_name(), "ref");
+    cr_assert_eq(setenv("NSA_ATTN_PATH", "avx2048", 1), 0);
+    cr_expect_eq(attn_setup(), NSA_ERR);
+    cr_assert_eq(setenv("NSA_ATTN_PATH", "avx512", 1), 0);
+    cr_expect_eq(attn_setup(), attn_path_supported(ATTN_PATH_AVX512) ? NSA_OK : NSA_ERR);
+    unsetenv("NSA_ATTN_PATH");
+    cr_expect_eq(attn_setup(), NSA_OK);
+    cr_expect_str_eq(attn_path_name(), attn_path_supported(ATTN_PATH_AVX512) ? "avx512" : "ref");
+    nsa_cpu.attn_path = ATTN_PATH_AUTO;
 }
 
 // The polynomial exp against libm's double exp over the range the kernels use.

@@ -1,17 +1,19 @@
 // test_nsa.c: the NSA kernels together: shape arithmetic (kernels/nsa_shape.c) and every
-// kernel, fed from the previous one as the layer would, bit-identical with 1 and 2 threads.
+// kernel, fed from the previous one as the layer would, bit-identical with 1 and 2 threads
+// and on both kernel paths (portable and AVX-512).
 #include <criterion/criterion.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu.h"
 #include "kernels/nsa.h"
 #include "tests/kernel_ref.h"
 
-// Every kernel, fed from the previous one as the layer would, with 1 and 2 threads.
-Test(nsa, deterministic_across_threads) {
-    NsaShape s = kref_nsa_shape(2, 160, 4, 2, 16, 16, 8, 16, 5);
+// Every kernel, fed from the previous one as the layer would, with 1 and 2 threads and with
+// the portable kernel path.
+static void check_threads_and_paths(NsaShape s) {
     const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, l = s.cmp_block, n = s.slc_topn;
     const int Nc = nsa_n_cmp(&s);
     Rng r;
@@ -24,15 +26,17 @@ Test(nsa, deterministic_across_threads) {
     enum { BLK, DXG, DPE, KC, VC, DXM, OC, LC, DQC, DKC, DVC, OS, LS, DQS, DKS, DVS, OF, LF, NOUT };
     const size_t sizes[NOUT] = {nb, nk, (size_t)l * Dh, nc, nc, nk, nq, nl, nq, nc, nc,
                                 nq, nl, nq, nk, nk, nq, nl};
-    float *out[2][NOUT];
-    int32_t *idx[2], *idxf[2];
+    float *out[3][NOUT];
+    int32_t *idx[3], *idxf[3];
+    const int runs[3][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}};  // threads, path
     size_t wb = nsa_select_work_bytes(&s);
     if (nsa_cmp_select_work_bytes(&s) > wb) wb = nsa_cmp_select_work_bytes(&s);
     if (nsa_cmp_attn_backward_work_bytes(&s) > wb) wb = nsa_cmp_attn_backward_work_bytes(&s);
     if (nsa_slc_attn_backward_work_bytes(&s) > wb) wb = nsa_slc_attn_backward_work_bytes(&s);
     void *work = nsa_malloc(wb);
-    for (int run = 0; run < 2; run++) {
-        omp_set_num_threads(run + 1);
+    for (int run = 0; run < 3; run++) {
+        omp_set_num_threads(runs[run][0]);
+        nsa_cpu.attn_path = runs[run][1];
         float **x = out[run];
         for (int a = 0; a < NOUT; a++) x[a] = kref_zeros(sizes[a]);
         idx[run] = nsa_malloc(ni * sizeof(int32_t));
@@ -49,16 +53,27 @@ Test(nsa, deterministic_across_threads) {
         nsa_slc_attn_forward(x[OS], x[LS], q, k, v, idx[run], &s);
         nsa_slc_attn_backward(x[DQS], x[DKS], x[DVS], dout, q, k, v, x[OS], x[LS], idx[run], work, &s);
     }
-    for (int a = 0; a < NOUT; a++) {
-        cr_expect(memcmp(out[0][a], out[1][a], sizes[a] * sizeof(float)) == 0,
-                  "output %d differs between 1 and 2 threads", a);
-        free(out[0][a]), free(out[1][a]);
+    nsa_cpu.attn_path = ATTN_PATH_AUTO;
+    for (int run = 1; run < 3; run++) {
+        const char *what = run == 1 ? "between 1 and 2 threads" : "between the kernel paths";
+        for (int a = 0; a < NOUT; a++)
+            cr_expect(memcmp(out[0][a], out[run][a], sizes[a] * sizeof(float)) == 0, "output %d differs %s", a,
+                      what);
+        cr_expect(memcmp(idx[0], idx[run], ni * sizeof(int32_t)) == 0, "selection differs %s", what);
+        cr_expect(memcmp(idxf[0], idxf[run], ni * sizeof(int32_t)) == 0, "fused selection differs %s", what);
     }
-    cr_expect(memcmp(idx[0], idx[1], ni * sizeof(int32_t)) == 0, "selection differs");
-    cr_expect(memcmp(idxf[0], idxf[1], ni * sizeof(int32_t)) == 0, "fused selection differs");
-    free(idxf[0]), free(idxf[1]);
-    free(idx[0]), free(idx[1]), free(q), free(k), free(v), free(pe), free(dout), free(dblocks);
+    for (int run = 0; run < 3; run++) {
+        for (int a = 0; a < NOUT; a++) free(out[run][a]);
+        free(idx[run]), free(idxf[run]);
+    }
+    free(q), free(k), free(v), free(pe), free(dout), free(dblocks);
     free(dmean), free(work);
+}
+
+Test(nsa, deterministic_across_threads_and_paths) {
+    check_threads_and_paths(kref_nsa_shape(2, 160, 4, 2, 16, 16, 8, 16, 5));
+    // Dh = 32 with 64-key blocks: the shapes of the default model
+    check_threads_and_paths(kref_nsa_shape(1, 300, 8, 2, 32, 32, 16, 64, 3));
 }
 
 Test(nsa, block_counts) {
