@@ -16,15 +16,21 @@
 
 // Output rows per sgemm call. Every call packs the whole weight matrix again, so small
 // chunks pay that copy once per few rows: measured on Zen 5 with 2 threads, 8192 rows,
-// K = 256, N = 256..704, sgemm of 64-row chunks ran at 72-75 % of a 1024^3 sgemm, of
-// 256-row chunks at 85-88 %.
-#define ROW_CHUNK 256
+// K = 256 or 704, N = 64..704, against a 1024^3 sgemm: 64-row chunks 72-75 %, 256-row
+// chunks 69-93 %, 512-row chunks 77-96 %, 1024-row chunks 78-95 %. 512 keeps 16 chunks of
+// a default training batch for the threads to share.
+#define ROW_CHUNK 512
 
 // dW = dY^T X reduces over all n rows inside one call and is cut along dW's rows instead.
-// Fewer than two chunks would leave a thread idle; 128 rows measured best (259 GFLOP/s
-// for N = 256 against 215 with 64 and 167 with one 256-row chunk). The size depends only
-// on the shape, so the bits do not depend on the thread count.
-static inline int64_t dw_chunk(int64_t out) { return out >= 256 ? 128 : out >= 64 ? 32 : 16; }
+// Each call packs all n rows of X again, so chunks are as large as keeps every thread busy
+// on two cores: at least two, at most 384 rows, equal sizes rounded up to 16. Measured
+// (Zen 5, 2 threads, n = 8192, % of a 1024^3 sgemm): N = 704 in 128-row chunks 72 %, in two
+// of 352 91 %; N = 256 in two of 128 78 %, in one 42 %; N = 64 in two of 32 45 %, in four of
+// 16 34 %. The size depends only on the shape, so the bits do not depend on the thread count.
+static inline int64_t dw_chunk(int64_t out) {
+    const int64_t pieces = out > 768 ? (out + 383) / 384 : 2;
+    return ((out + pieces - 1) / pieces + 15) / 16 * 16;
+}
 
 // Chunks of `chunk` rows out of `rows`, and the rows of chunk c (the last may be short).
 static inline int64_t n_chunks(int64_t rows, int64_t chunk) { return (rows + chunk - 1) / chunk; }

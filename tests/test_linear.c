@@ -8,9 +8,9 @@
 #include "kernels/linear.h"
 #include "tests/kernel_ref.h"
 
-// Rows past one 256-row gemm chunk, and a ragged last chunk, on both sides of the product;
-// OUT past one dW chunk (32 rows at this width), ragged too.
-enum { ROWS = 300, IN = 37, OUT = 70 };
+// Rows past two 512-row gemm chunks, and a ragged last chunk, on both sides of the product;
+// OUT past one dW chunk (48 rows at this width), ragged too.
+enum { ROWS = 1100, IN = 37, OUT = 70 };
 
 Test(linear, matches_double_reference) {
     Rng r;
@@ -45,7 +45,7 @@ Test(linear, matches_double_reference) {
     double e[4] = {kref_rel_err(y[0], ry, ROWS * OUT), kref_rel_err(dx[0], rdx, ROWS * IN),
                    kref_rel_err(dw[0], rdw, OUT * IN), kref_rel_err(db[0], rdb, OUT)};
     cr_log_info("linear: y %.2e dx %.2e dw %.2e db %.2e", e[0], e[1], e[2], e[3]);
-    // float32 dot products of up to 300 terms: measured <= 5e-7 of the scale; 1e-5.
+    // float32 dot products of up to 1100 terms: measured <= 5e-7 of the scale; 1e-5.
     for (int k = 0; k < 4; k++) cr_expect(e[k] <= 1e-5, "output %d: rel err %g", k, e[k]);
     cr_expect(memcmp(y[0], y[1], ROWS * OUT * 4) == 0 && memcmp(dx[0], dx[1], ROWS * IN * 4) == 0 &&
                   memcmp(dw[0], dw[1], OUT * IN * 4) == 0 && memcmp(db[0], db[1], OUT * 4) == 0,
