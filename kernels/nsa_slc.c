@@ -67,48 +67,51 @@ static void slc_task(int *b, int *g, int *t0, int *nt, int *h0, int *hb, long ta
     *h0 = hc * gr->hb, *hb = nsa_imin(gr->hb, s->H / s->G - *h0);
 }
 
-// The blocks a tile's positions selected and, per block, which positions chose it.
+// The blocks a tile's positions selected, ascending, each with the positions that chose it
+// (ascending): a counting sort of the tile's selections, O(nt * n + Ns). Walking every
+// position of the tile for every block of the union cost O(nt * Ns), which at 64k (1024
+// blocks) came close to the attention arithmetic itself.
 typedef struct {
-    const int32_t *sel[SLC_POS];
-    int cur[SLC_POS];
-    uint64_t *bits;  // union bitmap over the Ns blocks
-    int nw, w;       // words, cursor word
-    uint64_t word;   // bits of the cursor word not yet visited
+    const int *start;  // [Ns + 1]: block j's positions are pos[start[j] .. start[j + 1])
+    const int *pos;    // tile-relative positions
+    int Ns, j;         // blocks, cursor
 } SlcUnion;
 
-static void slc_union_init(SlcUnion *u, uint64_t *bits, const int32_t *idx, int b, int g, int t0,
-                           int nt, const NsaShape *s) {
-    const int n = s->slc_topn, Ns = nsa_n_slc(s);
-    u->bits = bits, u->nw = (Ns + 63) / 64, u->w = 0;
-    for (int i = 0; i < u->nw; i++) bits[i] = 0;
-    for (int i = 0; i < nt; i++) {
-        u->sel[i] = idx + (((size_t)b * s->T + t0 + i) * s->G + g) * n;
-        u->cur[i] = 0;
-        for (int a = 0; a < n; a++) {
-            const int j = u->sel[i][a];
-            if (j < 0 || j * s->slc_block > t0 + i) continue;  // padding, or not yet visible
-            NSA_ASSERT(j < Ns);
-            bits[j / 64] |= (uint64_t)1 << (j % 64);
-        }
-    }
-    u->word = bits[0];
+// Ints of csr scratch slc_union_init needs.
+static size_t slc_union_ints(const NsaShape *s) {
+    return 2 * ((size_t)nsa_n_slc(s) + 1) + (size_t)SLC_POS * s->slc_topn;
 }
 
-// Next block of the union (ascending) and the positions that chose it; -1 when done.
-static int slc_union_next(SlcUnion *u, int *pos, int *np, int t0, int nt, const NsaShape *s) {
-    while (!u->word) {
-        if (++u->w >= u->nw) return -1;
-        u->word = u->bits[u->w];
+static void slc_union_init(SlcUnion *u, int *csr, const int32_t *idx, int b, int g, int t0, int nt,
+                           const NsaShape *s) {
+    const int n = s->slc_topn, Ns = nsa_n_slc(s);
+    int *start = csr, *cur = start + Ns + 1, *pos = cur + Ns + 1;
+    NSA_ASSERT(nt <= SLC_POS);
+    memset(start, 0, ((size_t)Ns + 1) * sizeof(int));
+    // A block counts for a position once (ids ascending, so a repeat is adjacent), and only
+    // once the position can see it; -1 is padding.
+#define SLC_SEL_FOR(BODY)                                                                        \
+    for (int i = 0; i < nt; i++) {                                                               \
+        const int32_t *sel = idx + (((size_t)b * s->T + t0 + i) * s->G + g) * n;                  \
+        for (int a = 0; a < n; a++) {                                                            \
+            const int j = sel[a];                                                                \
+            if (j < 0 || j * s->slc_block > t0 + i || (a > 0 && sel[a - 1] == j)) continue;      \
+            BODY;                                                                                \
+        }                                                                                        \
     }
-    const int j = u->w * 64 + __builtin_ctzll(u->word);
-    u->word &= u->word - 1;
-    const int n = s->slc_topn;
-    *np = 0;
-    for (int i = 0; i < nt; i++) {
-        const int32_t *sel = u->sel[i];
-        while (u->cur[i] < n && sel[u->cur[i]] >= 0 && sel[u->cur[i]] < j) u->cur[i]++;
-        if (u->cur[i] < n && sel[u->cur[i]] == j && j * s->slc_block <= t0 + i) pos[(*np)++] = i;
-    }
+    SLC_SEL_FOR(NSA_ASSERT(j < Ns); start[j + 1]++);
+    for (int j = 0; j < Ns; j++) start[j + 1] += start[j], cur[j] = start[j];
+    SLC_SEL_FOR(pos[cur[j]++] = i);
+#undef SLC_SEL_FOR
+    u->start = start, u->pos = pos, u->Ns = Ns, u->j = 0;
+}
+
+// Next block of the union (ascending), the positions that chose it (*pos, *np); -1 when done.
+static int slc_union_next(SlcUnion *u, const int **pos, int *np) {
+    while (u->j < u->Ns && u->start[u->j] == u->start[u->j + 1]) u->j++;
+    if (u->j >= u->Ns) return -1;
+    const int j = u->j++;
+    *pos = u->pos + u->start[j], *np = u->start[j + 1] - u->start[j];
     return j;
 }
 
@@ -287,14 +290,13 @@ KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, 
 
 // Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
 // Rows are r = i * hb + h for position t0 + i and head h0 + h.
-#define SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb, BODY)                                        \
+#define SLC_FOR_GROUPS(s, csr, idx, b, g, t0, nt, h0, hb, BODY)                                   \
     do {                                                                                         \
-        const int nw_ = (nsa_n_slc(s) + 63) / 64;                                                \
-        uint64_t bits_[nw_];                                                                     \
         SlcUnion u_;                                                                             \
-        int pos_[SLC_POS], np_, j_;                                                              \
-        slc_union_init(&u_, bits_, idx, b, g, t0, nt, s);                                        \
-        while ((j_ = slc_union_next(&u_, pos_, &np_, t0, nt, s)) >= 0) {                         \
+        const int *pos_;                                                                         \
+        int np_, j_;                                                                             \
+        slc_union_init(&u_, csr, idx, b, g, t0, nt, s);                                          \
+        while ((j_ = slc_union_next(&u_, &pos_, &np_)) >= 0) {                                   \
             const int blo = j_ * (s)->slc_block, bhi = nsa_imin(blo + (s)->slc_block, (s)->T);   \
             int rr[SLC_V], tt[SLC_V], nr = 0;                                                    \
             for (int pi_ = 0; pi_ < np_; pi_++)                                                  \
@@ -309,8 +311,8 @@ KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, 
         }                                                                                        \
     } while (0)
 
-static void slc_tile_forward(float *scratch, float *o, float *lse, const float *q, const float *k, const float *v,
-                             const int32_t *idx, int b, int g, int t0, int nt, int h0, int hb,
+static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, const float *q, const float *k,
+                             const float *v, const int32_t *idx, int b, int g, int t0, int nt, int h0, int hb,
                              const NsaShape *s) {
     const int Dh = s->Dh, rows = nt * hb;
     const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
@@ -319,7 +321,7 @@ static void slc_tile_forward(float *scratch, float *o, float *lse, const float *
     tile_transpose(QTt, q, row0, s->H, nt, hb, Dh, 1.0f / sqrtf((float)Dh));
     for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
     for (size_t i = 0; i < (size_t)rows * Dh; i++) OTt[i] = 0.0f;
-    SLC_FOR_GROUPS(s, idx, b, g, t0, nt, h0, hb,
+    SLC_FOR_GROUPS(s, csr, idx, b, g, t0, nt, h0, hb,
                    DISPATCH_DH(Dh, group_forward(OTt, m, l, QTt, hb, k + kvoff, v + kvoff, ks, rr, tt, nr,
                                                  blo, bhi, Dh_)));
     for (int r = 0; r < rows; r++) {
@@ -338,13 +340,14 @@ void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, 
 #pragma omp parallel
     {
         float *scratch = nsa_malloc(2 * SLC_TILE_FLOATS * sizeof(float));  // QTt, OTt
+        int *csr = nsa_malloc(slc_union_ints(s) * sizeof(int));
 #pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < tasks; task++) {
             int b, g, t0, nt, h0, hb;
             slc_task(&b, &g, &t0, &nt, &h0, &hb, task, &gr, s);
-            slc_tile_forward(scratch, o, lse, q, k, v, idx, b, g, t0, nt, h0, hb, s);
+            slc_tile_forward(scratch, csr, o, lse, q, k, v, idx, b, g, t0, nt, h0, hb, s);
         }
-        free(scratch);
+        free(scratch), free(csr);
     }
 }
 
