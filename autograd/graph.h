@@ -51,6 +51,22 @@ typedef struct {
 // WATCH_COMM: waiting in a collective for the other ranks of an MPI job (train/dist.h).
 enum { WATCH_IDLE = 0, WATCH_FORWARD, WATCH_BACKWARD, WATCH_OPTIMIZER, WATCH_EVAL, WATCH_COMM };
 
+// Attention results kept across a checkpointed layer's recompute (model.c). The layer's
+// first forward (AKEEP_SAVE) copies each attention op's output, log-sum-exp and selection
+// into `arena` (the step's main arena); the recompute (AKEEP_REPLAY) takes them back, in
+// the same order, instead of running the attention kernels again.
+enum { AKEEP_SAVE = 1, AKEEP_REPLAY = 2 };
+#define AKEEP_MAX 4  // attention ops per layer (an NSA layer has three)
+typedef struct {
+    int mode, n, cur;
+    Arena *arena;
+    struct {
+        float *o, *lse;
+        int32_t *idx;                // NULL where the op makes no selection
+        int64_t no, nlse, nidx;      // element counts, checked on replay
+    } e[AKEEP_MAX];
+} AttnKeep;
+
 typedef struct Graph {
     Arena *arena;                    // activations and gradients of this step
     Node *nodes;
@@ -61,6 +77,7 @@ typedef struct Graph {
                                      // values unset (nobody reads them: see model.c)
     int layer;                       // layer stamped on new nodes
     Watch *watch;                    // may be NULL
+    AttnKeep *keep;                  // NULL: attention ops compute as usual
 } Graph;
 
 void graph_init(Graph *g, Arena *arena);

@@ -7,6 +7,51 @@
 #include "kernels/common.h"
 #include "kernels/nsa.h"
 
+#include <string.h>
+
+// ---------------------------------------------------------------------------- kept results
+
+// An attention op's output [rows, cols], lse [nlse] and selection [nidx] (nidx = 0: none):
+// under AKEEP_REPLAY the next kept entry (returns 1, nothing to compute), else fresh arena
+// memory for the op to fill (returns 0; keep_put then saves it under AKEEP_SAVE).
+static int keep_take(Graph *g, int64_t rows, int64_t cols, int64_t nlse, int64_t nidx, Tensor **o, float **lse,
+                     int32_t **idx) {
+    AttnKeep *k = g->keep;
+    if (k && k->mode == AKEEP_REPLAY) {
+        NSA_ASSERT(k->cur < k->n);
+        const int i = k->cur++;
+        NSA_ASSERT(k->e[i].no == rows * cols && k->e[i].nlse == nlse && k->e[i].nidx == nidx);
+        const int64_t shape[2] = {rows, cols};
+        *o = arena_alloc(g->arena, sizeof **o);
+        **o = tensor_view(k->e[i].o, 2, shape);
+        *lse = k->e[i].lse;
+        if (idx) *idx = k->e[i].idx;
+        return 1;
+    }
+    *o = tensor_new2(g, rows, cols);
+    *lse = arena_alloc(g->arena, (size_t)nlse * sizeof(float));
+    if (idx) *idx = arena_alloc(g->arena, (size_t)nidx * sizeof(int32_t));
+    return 0;
+}
+
+static void *keep_copy(Arena *a, const void *src, size_t bytes) {
+    void *dst = arena_alloc(a, bytes);
+    memcpy(dst, src, bytes);
+    return dst;
+}
+
+static void keep_put(Graph *g, const Tensor *o, const float *lse, int64_t nlse, const int32_t *idx,
+                     int64_t nidx) {
+    AttnKeep *k = g->keep;
+    if (!k || k->mode != AKEEP_SAVE) return;
+    NSA_ASSERT(k->n < AKEEP_MAX);
+    const int i = k->n++;
+    k->e[i].o = keep_copy(k->arena, o->data, (size_t)o->size * sizeof(float));
+    k->e[i].lse = keep_copy(k->arena, lse, (size_t)nlse * sizeof(float));
+    k->e[i].idx = nidx ? keep_copy(k->arena, idx, (size_t)nidx * sizeof(int32_t)) : NULL;
+    k->e[i].no = o->size, k->e[i].nlse = nlse, k->e[i].nidx = nidx;
+}
+
 // ---------------------------------------------------------------------------- dense / window
 
 typedef struct {
@@ -32,11 +77,14 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int64_t B, int64
                      int64_t G, int64_t dh, int window) {
     graph_set_op(g, window > 0 ? "window_attention" : "attention");
     NSA_ASSERT(q->size == B * T * H * dh && k->size == B * T * G * dh && v->size == k->size);
-    Tensor *o = tensor_new2(g, B * T, H * dh);
+    Tensor *o;
     AttnCtx *c = arena_alloc(g->arena, sizeof *c);
-    *c = (AttnCtx){arena_alloc(g->arena, (size_t)(B * T * H) * sizeof(float)), B, T, H, G, dh, window};
-    attn_forward(o->data, c->lse, q->data, k->data, v->data, (int)B, (int)T, (int)H, (int)G, (int)dh,
-                 window);
+    *c = (AttnCtx){NULL, B, T, H, G, dh, window};
+    if (!keep_take(g, B * T, H * dh, B * T * H, 0, &o, &c->lse, NULL)) {
+        attn_forward(o->data, c->lse, q->data, k->data, v->data, (int)B, (int)T, (int)H, (int)G, (int)dh,
+                     window);
+        keep_put(g, o, c->lse, B * T * H, NULL, 0);
+    }
     o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
     if (g->record && o->requires_grad) {
         Node *n = graph_push(g, window > 0 ? "window_attention" : "attention", attention_bwd, o);
@@ -118,13 +166,15 @@ static void cmp_attn_bwd(Graph *g, Node *n) {
 
 Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape *s, int32_t **idx) {
     graph_set_op(g, "cmp_attention");
-    Tensor *o = tensor_new2(g, (int64_t)s->B * s->T, (int64_t)s->H * s->Dh);
+    Tensor *o;
     NsaCtx *c = arena_alloc(g->arena, sizeof *c);
     c->s = *s;
-    c->lse = arena_alloc(g->arena, (size_t)s->B * s->T * s->H * sizeof(float));
-    *idx = arena_alloc(g->arena, (size_t)s->B * s->T * s->G * s->slc_topn * sizeof(int32_t));
-    void *work = arena_alloc(g->arena, nsa_cmp_select_work_bytes(s));
-    nsa_cmp_attn_select_forward(o->data, c->lse, *idx, q->data, kc->data, vc->data, work, s);
+    const int64_t rows = (int64_t)s->B * s->T, nlse = rows * s->H, nidx = rows * s->G * s->slc_topn;
+    if (!keep_take(g, rows, (int64_t)s->H * s->Dh, nlse, nidx, &o, &c->lse, idx)) {
+        void *work = arena_alloc(g->arena, nsa_cmp_select_work_bytes(s));
+        nsa_cmp_attn_select_forward(o->data, c->lse, *idx, q->data, kc->data, vc->data, work, s);
+        keep_put(g, o, c->lse, nlse, *idx, nidx);
+    }
     o->requires_grad = q->requires_grad || kc->requires_grad || vc->requires_grad;
     if (g->record && o->requires_grad) {
         Node *n = graph_push(g, "cmp_attention", cmp_attn_bwd, o);
@@ -161,17 +211,20 @@ static void slc_attn_bwd(Graph *g, Node *n) {
 Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
                     int materialise) {
     graph_set_op(g, "slc_attention");
-    Tensor *o = tensor_new2(g, (int64_t)s->B * s->T, (int64_t)s->H * s->Dh);
+    Tensor *o;
     SlcCtx *c = arena_alloc(g->arena, sizeof *c);
     c->s = *s;
     c->idx = idx;
     c->materialise = materialise;
-    c->lse = arena_alloc(g->arena, (size_t)s->B * s->T * s->H * sizeof(float));
-    if (materialise) {
-        void *work = arena_alloc(g->arena, nsa_slc_attn_ref_work_bytes(s));
-        nsa_slc_attn_forward_ref(o->data, c->lse, q->data, k->data, v->data, idx, work, s);
-    } else {
-        nsa_slc_attn_forward(o->data, c->lse, q->data, k->data, v->data, idx, s);
+    const int64_t rows = (int64_t)s->B * s->T, nlse = rows * s->H;
+    if (!keep_take(g, rows, (int64_t)s->H * s->Dh, nlse, 0, &o, &c->lse, NULL)) {
+        if (materialise) {
+            void *work = arena_alloc(g->arena, nsa_slc_attn_ref_work_bytes(s));
+            nsa_slc_attn_forward_ref(o->data, c->lse, q->data, k->data, v->data, idx, work, s);
+        } else {
+            nsa_slc_attn_forward(o->data, c->lse, q->data, k->data, v->data, idx, s);
+        }
+        keep_put(g, o, c->lse, nlse, NULL, 0);
     }
     o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
     if (g->record && o->requires_grad) {
