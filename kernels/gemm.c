@@ -21,15 +21,19 @@
 // a default training batch for the threads to share.
 #define ROW_CHUNK 512
 
-// dW = dY^T X reduces over all n rows inside one call and is cut along dW's rows instead.
-// Each call packs all n rows of X again, so chunks are as large as keeps every thread busy
-// on two cores: at least two, at most 384 rows, equal sizes rounded up to 16. Measured
-// (Zen 5, 2 threads, n = 8192, % of a 1024^3 sgemm): N = 704 in 128-row chunks 72 %, in two
-// of 352 91 %; N = 256 in two of 128 78 %, in one 42 %; N = 64 in two of 32 45 %, in four of
-// 16 34 %. The size depends only on the shape, so the bits do not depend on the thread count.
-static inline int64_t dw_chunk(int64_t out) {
-    const int64_t pieces = out > 768 ? (out + 383) / 384 : 2;
-    return ((out + pieces - 1) / pieces + 15) / 16 * 16;
+// dW = dY^T X reduces over all n rows inside one call and is cut along dW's longer side
+// instead: rows (out) when out >= in, else columns (in). Each call packs its whole share
+// of dY and X again, and a narrow dW cut into rows packs all of X once per chunk and runs
+// the kernel on a few rows at a time; so chunks are as large as keeps every thread busy on
+// two cores: at least two, at most 384, equal sizes rounded up to 16. Measured (Zen 5, 2
+// threads, n = 8192, % of a 1024^3 sgemm): out 704 x in 256 in row chunks of 128 72 %, of
+// 352 91-94 %; out 256 x in 704 in column chunks of 352 89 % (row chunks of 128 85 %);
+// out 64 x in 256 in row chunks of 32 60 %, column chunks of 128 76 %; out 24 (the gate's
+// last layer) in row chunks of 16 38 %, column chunks of 128 65 %. The cut depends only
+// on the shape, so the bits do not depend on the thread count.
+static inline int64_t dw_chunk(int64_t len) {
+    const int64_t pieces = len > 768 ? (len + 383) / 384 : 2;
+    return ((len + pieces - 1) / pieces + 15) / 16 * 16;
 }
 
 // Chunks of `chunk` rows out of `rows`, and the rows of chunk c (the last may be short).
@@ -64,12 +68,20 @@ void gemm_dx(float *dx, const float *dy, const float *w, int64_t n, int64_t in, 
 
 void gemm_dw_acc(float *dw, const float *dy, const float *x, int64_t n, int64_t in, int64_t out) {
     if (n == 0 || out == 0) return;
-    // Chunks of dW's rows; each keeps the full reduction over n in one call.
-    const int64_t ch = dw_chunk(out);
+    // Chunks of dW's rows or columns; each keeps the full reduction over n in one call.
+    if (out >= in) {
+        const int64_t ch = dw_chunk(out);
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < n_chunks(out, ch); c++)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)chunk_rows(c, out, ch), (int)in, (int)n, 1.0f,
-                    dy + c * ch, (int)out, x, (int)in, 1.0f, dw + c * ch * in, (int)in);
+        for (int64_t c = 0; c < n_chunks(out, ch); c++)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)chunk_rows(c, out, ch), (int)in, (int)n, 1.0f,
+                        dy + c * ch, (int)out, x, (int)in, 1.0f, dw + c * ch * in, (int)in);
+    } else {
+        const int64_t ch = dw_chunk(in);
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < n_chunks(in, ch); c++)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)chunk_rows(c, in, ch), (int)n, 1.0f,
+                        dy, (int)out, x + c * ch, (int)in, 1.0f, dw + c * ch, (int)in);
+    }
 }
 
 double gemm_measure_gflops(int n, int threads) {

@@ -8,11 +8,7 @@
 #include "kernels/linear.h"
 #include "tests/kernel_ref.h"
 
-// Rows past two 512-row gemm chunks, and a ragged last chunk, on both sides of the product;
-// OUT past one dW chunk (48 rows at this width), ragged too.
-enum { ROWS = 1100, IN = 37, OUT = 70 };
-
-Test(linear, matches_double_reference) {
+static void check_linear(int ROWS, int IN, int OUT) {
     Rng r;
     rng_seed(&r, 3);
     float *x = kref_randn(&r, ROWS * IN, 1.0f), *w = kref_randn(&r, OUT * IN, 1.0f), *b = kref_randn(&r, OUT, 1.0f);
@@ -44,7 +40,7 @@ Test(linear, matches_double_reference) {
         }
     double e[4] = {kref_rel_err(y[0], ry, ROWS * OUT), kref_rel_err(dx[0], rdx, ROWS * IN),
                    kref_rel_err(dw[0], rdw, OUT * IN), kref_rel_err(db[0], rdb, OUT)};
-    cr_log_info("linear: y %.2e dx %.2e dw %.2e db %.2e", e[0], e[1], e[2], e[3]);
+    cr_log_info("linear %dx%dx%d: y %.2e dx %.2e dw %.2e db %.2e", ROWS, IN, OUT, e[0], e[1], e[2], e[3]);
     // float32 dot products of up to 1100 terms: measured <= 5e-7 of the scale; 1e-5.
     for (int k = 0; k < 4; k++) cr_expect(e[k] <= 1e-5, "output %d: rel err %g", k, e[k]);
     cr_expect(memcmp(y[0], y[1], ROWS * OUT * 4) == 0 && memcmp(dx[0], dx[1], ROWS * IN * 4) == 0 &&
@@ -65,4 +61,12 @@ Test(linear, matches_double_reference) {
     free(y0), free(x), free(w), free(b), free(dy), free(dx0), free(dw0), free(db0);
     free(ry), free(rdx), free(rdw), free(rdb);
     for (int run = 0; run < 2; run++) free(y[run]), free(dx[run]), free(dw[run]), free(db[run]);
+}
+
+Test(linear, matches_double_reference) {
+    // Rows past two 512-row gemm chunks and a ragged last chunk, on both sides of the
+    // product; dW wider than tall, cut into rows (48 and a ragged 22 at OUT = 70).
+    check_linear(1100, 37, 70);
+    // dW taller than wide (OUT < IN), cut into columns (48 and a ragged 42 at IN = 90).
+    check_linear(600, 90, 20);
 }
