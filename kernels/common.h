@@ -32,6 +32,21 @@ void *nsa_calloc_at(size_t n, size_t size, const char *file, int line);
 // come from files and flags, before anything is allocated or indexed with them.
 static inline int nsa_mul_overflow(int64_t a, int64_t b, int64_t *out) { return __builtin_mul_overflow(a, b, out); }
 
+// Σ_j a[j]·b[j] for a row-local reduction: element j goes into partial sum j % 16 (left to
+// right), and the 16 sums are added in a fixed pairwise tree. The bits depend only on a and
+// b (not on threads or other rows), and the 16 independent sums vectorise, where one running
+// float sum waits an add latency per element.
+static inline float nsa_dot16(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc[16] = {0};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[j + l] * b[j + l];
+    for (int l = 0; j + l < n; l++) acc[l] += a[j + l] * b[j + l];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
 // Monotonic wall clock in seconds.
 double nsa_now(void);
 

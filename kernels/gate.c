@@ -5,6 +5,7 @@
 
 #include <math.h>
 
+#include "kernels/common.h"
 #include "kernels/vexp.h"
 
 static inline float sigm(float x) { return 1.0f / (1.0f + nsa_expf(-x)); }  // see act.c
@@ -60,9 +61,7 @@ void gate_backward(float *dz, float *doc, float *dos, float *dow, const float *d
             const float *dyh = dy + (r * H + h) * dh;
             for (int b = 0; b < 3; b++) {
                 const float *ob = o[b] + (r * H + h) * dh;
-                float dot = 0.0f;
-                for (int64_t e = 0; e < dh; e++) dot += dyh[e] * ob[e];
-                dg[b] = dot;
+                dg[b] = nsa_dot16(dyh, ob, dh);
                 if (dO[b])
                     for (int64_t e = 0; e < dh; e++) dO[b][(r * H + h) * dh + e] += gw[b] * dyh[e];
             }
