@@ -133,20 +133,23 @@ KERNEL runs_scatter(float *restrict Xp, const float *restrict XT, const int *rr,
             for (int h = 0; h < hb; h++) dst[e * hb + h] = XT[e * SLC_V + v0 + h];
     }
 }
-#define HB_RUNS(hb, call)                        \
-    switch (hb) {                                \
-    case 1: { const int hb_ = 1; call; break; }  \
-    case 2: { const int hb_ = 2; call; break; }  \
-    case 4: { const int hb_ = 4; call; break; }  \
-    case 8: { const int hb_ = 8; call; break; }  \
+// hb as a literal for the usual group sizes (the loops over a position's heads unroll),
+// run-time otherwise.
+#define HB_DISPATCH(hb, call)                     \
+    switch (hb) {                                 \
+    case 1: { const int hb_ = 1; call; break; }   \
+    case 2: { const int hb_ = 2; call; break; }   \
+    case 4: { const int hb_ = 4; call; break; }   \
+    case 8: { const int hb_ = 8; call; break; }   \
     case 16: { const int hb_ = 16; call; break; } \
-    default: { const int hb_ = 32; call; break; } \
+    case 32: { const int hb_ = 32; call; break; } \
+    default: { const int hb_ = hb; call; break; } \
     }
 
 // XT[e][v] = the tile's element e of row rr[v] for lanes v < nr, 0 beyond.
 KERNEL group_gather(float *restrict XT, const float *restrict Xp, int hb, const int *rr, int nr, int Dh) {
     if (SLC_V % hb == 0) {
-        HB_RUNS(hb, runs_gather(XT, Xp, rr, nr, hb_, Dh));
+        HB_DISPATCH(hb, runs_gather(XT, Xp, rr, nr, hb_, Dh));
     } else {
         for (int v = 0; v < nr; v++)
             for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb];
@@ -158,22 +161,12 @@ KERNEL group_gather(float *restrict XT, const float *restrict Xp, int hb, const 
 // The tile's element e of row rr[v] = XT[e][v] for v < nr.
 KERNEL group_scatter(float *restrict Xp, const float *restrict XT, int hb, const int *rr, int nr, int Dh) {
     if (SLC_V % hb == 0) {
-        HB_RUNS(hb, runs_scatter(Xp, XT, rr, nr, hb_, Dh));
+        HB_DISPATCH(hb, runs_scatter(Xp, XT, rr, nr, hb_, Dh));
     } else {
         for (int v = 0; v < nr; v++)
             for (int e = 0; e < Dh; e++) Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb] = XT[e * SLC_V + v];
     }
 }
-
-// hb as a literal for the usual group sizes, run-time otherwise.
-#define HB_DISPATCH(hb, call)                    \
-    switch (hb) {                                \
-    case 1: { const int hb_ = 1; call; break; }  \
-    case 2: { const int hb_ = 2; call; break; }  \
-    case 4: { const int hb_ = 4; call; break; }  \
-    case 8: { const int hb_ = 8; call; break; }  \
-    default: { const int hb_ = hb; call; break; } \
-    }
 
 // The tile's rows position-major: Xp[(i * Dh + e) * hb + h] = mul * x[row (t0 + i, h)][e]
 // for the nt positions from row0 (heads adjacent in x, positions H rows apart). hb and Dh
