@@ -95,9 +95,11 @@ fuzz-build: deps
 
 # clang 14 does not know __builtin_cpu_supports("f16c"): in the fuzz build the CPU-feature
 # probe alone is compiled by gcc, uninstrumented (it only reads cpuid and the environment).
+# -MMD -MP as for every object: a CpuInfo that grows must rebuild it (a stale cpu.o defined a
+# smaller nsa_cpu than the other objects read).
 build-fuzz/kernels/cpu.o: kernels/cpu.c
 	@mkdir -p $(dir $@)
-	gcc -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. -c $< -o $@
+	gcc -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. -MMD -MP -c $< -o $@
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do fuzz/run.sh $$t $(FUZZ_SECONDS) keep || exit 1; done
