@@ -75,6 +75,12 @@ void *arena_calloc(Arena *a, size_t bytes) {
     return p;
 }
 
+void *arena_dup(Arena *a, const void *src, size_t bytes) {
+    void *p = arena_alloc(a, bytes);
+    memcpy(p, src, bytes);
+    return p;
+}
+
 void arena_reset(Arena *a) {
     if (a->n_chunks) {
         for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i]);

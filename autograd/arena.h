@@ -22,6 +22,7 @@ void arena_init(Arena *a, size_t cap);
 void arena_free(Arena *a);
 void *arena_alloc(Arena *a, size_t bytes);              // 64-byte aligned, uninitialised
 void *arena_calloc(Arena *a, size_t bytes);             // zeroed
+void *arena_dup(Arena *a, const void *src, size_t bytes); // a copy of src
 void arena_reset(Arena *a);
 size_t arena_in_use(const Arena *a);
 

@@ -7,8 +7,6 @@
 #include "kernels/common.h"
 #include "kernels/nsa.h"
 
-#include <string.h>
-
 // ---------------------------------------------------------------------------- kept results
 
 // An attention op's output [rows, cols], lse [nlse] and selection [nidx] (nidx = 0: none):
@@ -34,21 +32,15 @@ static int keep_take(Graph *g, int64_t rows, int64_t cols, int64_t nlse, int64_t
     return 0;
 }
 
-static void *keep_copy(Arena *a, const void *src, size_t bytes) {
-    void *dst = arena_alloc(a, bytes);
-    memcpy(dst, src, bytes);
-    return dst;
-}
-
 static void keep_put(Graph *g, const Tensor *o, const float *lse, int64_t nlse, const int32_t *idx,
                      int64_t nidx) {
     AttnKeep *k = g->keep;
     if (!k || k->mode != AKEEP_SAVE) return;
     NSA_ASSERT(k->n < AKEEP_MAX);
     const int i = k->n++;
-    k->e[i].o = keep_copy(k->arena, o->data, (size_t)o->size * sizeof(float));
-    k->e[i].lse = keep_copy(k->arena, lse, (size_t)nlse * sizeof(float));
-    k->e[i].idx = nidx ? keep_copy(k->arena, idx, (size_t)nidx * sizeof(int32_t)) : NULL;
+    k->e[i].o = arena_dup(k->arena, o->data, (size_t)o->size * sizeof(float));
+    k->e[i].lse = arena_dup(k->arena, lse, (size_t)nlse * sizeof(float));
+    k->e[i].idx = nidx ? arena_dup(k->arena, idx, (size_t)nidx * sizeof(int32_t)) : NULL;
     k->e[i].no = o->size, k->e[i].nlse = nlse, k->e[i].nidx = nidx;
 }
 

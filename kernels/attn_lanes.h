@@ -133,8 +133,8 @@ KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int n, const floa
 
 // ---- AVX-512 twins ----
 // The same products with the register tiles written out: gcc kept only four rows of
-// accumulators in lanes_dot_ref and folded the shared operand's load into every FMA (16
-// loads per 16 FMAs), and the backward kernel ran at ~60 % of single-thread sgemm. Every
+// accumulators in lanes_dot_ref and folded the shared operand's load into every FMA (20
+// loads per 16 FMAs, with the broadcasts), and the backward kernel ran at ~60 % of single-thread sgemm. Every
 // output element is the same chain of fmaf in the same order as in the _ref loops, so the
 // two paths give the same bits (tests/test_attention.c holds them to it). They exist where
 // the compiler targets AVX-512 (the Makefile builds with -march=native); attn_setup chooses
@@ -218,7 +218,7 @@ KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int n, const floa
     const int nv = Dh / 16, R = ACC / nv > 0 ? ACC / nv : 1;
     for (int x0 = 0; x0 < n; x0 += R) {
         const int rr = n - x0 < R ? n - x0 : R;
-        __m512 a[ACC > 16 ? ACC : 16];
+        __m512 a[ACC];
         for (int w = 0; w < R; w++)
             for (int v = 0; v < nv; v++)
                 a[w * nv + v] = w < rr ? _mm512_loadu_ps(Y[x0 + w] + 16 * v) : _mm512_setzero_ps();

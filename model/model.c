@@ -282,12 +282,6 @@ static void layer_checkpoint_backward(Graph *g, Node *n) {
     graph_reset(s);
 }
 
-static void *keep_copy(Graph *g, const void *src, size_t bytes) {
-    void *dst = arena_alloc(g->arena, bytes);
-    memcpy(dst, src, bytes);
-    return dst;
-}
-
 static Tensor *layer_checkpointed(Graph *g, Graph *scratch, const LayerArgs *a, Tensor *x) {
     graph_reset(scratch);
     scratch->record = 0;
@@ -295,20 +289,20 @@ static Tensor *layer_checkpointed(Graph *g, Graph *scratch, const LayerArgs *a, 
     // The attention results are kept (a few tensors of the size of the layer's input) so
     // that the recompute skips the attention kernels, half of a layer's forward time at
     // the default shapes: the checkpoint's step-time cost fell from ~1.33x to ~1.2x.
-    AttnKeep *keep = arena_alloc(g->arena, sizeof *keep);
-    memset(keep, 0, sizeof *keep);
+    AttnKeep *keep = arena_calloc(g->arena, sizeof *keep);
     keep->mode = AKEEP_SAVE, keep->arena = g->arena;
     scratch->keep = keep;
     Tensor *ys = layer_forward(scratch, a, x);
     scratch->keep = NULL;
+    NSA_ASSERT(keep->n >= 1);  // every layer has an attention op: the recompute must replay
     Tensor *y = tensor_new(g, ys->ndim, ys->shape);
     memcpy(y->data, ys->data, (size_t)ys->size * sizeof(float));
     // The selection and gate values live in scratch memory: keep copies.
     const Config *cfg = &a->m->cfg;
     if (a->sel && *a->sel)
-        *a->sel = keep_copy(g, *a->sel, (size_t)a->B * a->T * cfg->n_kv_heads * cfg->slc_topn * sizeof(int32_t));
+        *a->sel = arena_dup(g->arena, *a->sel, (size_t)a->B * a->T * cfg->n_kv_heads * cfg->slc_topn * sizeof(int32_t));
     if (a->gate && *a->gate)
-        *a->gate = keep_copy(g, *a->gate, (size_t)a->B * a->T * 3 * cfg->n_heads * sizeof(float));
+        *a->gate = arena_dup(g->arena, *a->gate, (size_t)a->B * a->T * 3 * cfg->n_heads * sizeof(float));
     graph_reset(scratch);
     y->requires_grad = 1;
     g->layer = a->l;  // the node's backward (recompute + backward) belongs to this layer
