@@ -271,9 +271,31 @@ KERNEL tiles_forward(float *restrict o, float *restrict lse, const float *restri
     for (int i = 0; i < ntl; i++) fwd_finish(o, lse, &st[i], &tls[i], Dh);
 }
 
+// A tile's rows split into runs for the backward's key block: rows [r0, return value) and
+// the 16-key vectors [*vb, *ve) some of them see. Rows on a causal or window edge see part
+// of the block and every other vector is masked for all of them, so a run computes only its
+// own vectors (10 of 16 on a 64-key diagonal: a third of the window branch's work at window
+// 128 and most of a short compressed block's was masked lanes). A run ends where a row's
+// vectors differ, once it has BWD_RUN_MIN rows (shorter runs cost more per row than the
+// masked vectors they save); rows that see nothing join any run.
+#define BWD_RUN_MIN 8
+static inline int bwd_run(const int *va, const int *vz, int n, int r0, int *vb, int *ve) {
+    int a = L, z = 0, r = r0;
+    for (; r < n; r++) {
+        if (va[r] >= vz[r]) continue;
+        if (a < z && (va[r] != a || vz[r] != z) && r - r0 >= BWD_RUN_MIN) break;
+        a = imin(a, va[r]), z = imax(z, vz[r]);
+    }
+    *vb = a, *ve = z;
+    return r;
+}
+
 // Keys as lanes: K (scaled) and V of the block are transposed once and the query rows
 // broadcast; see attn_keys_backward_dq. P and dS are computed once for all three gradients,
-// where a separate dq pass recomputed both (ds is scaled by 1/sqrt(Dh) once).
+// where a separate dq pass recomputed both (ds is scaled by 1/sqrt(Dh) once). A run of the
+// tile's rows over the lanes of vectors [vb, vb + nv) (bwd_run) adds what the whole tile
+// would: the skipped lanes hold only masked keys, which add fmaf(0, x, acc) = acc, and rows
+// accumulate into dK and dV in the same order whatever the runs.
 KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, float *dq, const float *restrict k,
                         const float *restrict v, size_t ks, int k0, int nk, const float *restrict q,
                         const float *restrict dout, const float *restrict lse, const float *restrict D,
@@ -282,6 +304,7 @@ KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, floa
     float KT[Dh * L], VT[Dh * L], dKT[Dh * L], dVT[Dh * L], P[L * L], dS[L * L];
     const float *kp[L], *vp[L], *qp[L], *dp[L];
     float *dqp[L];
+    int va[L], vz[L];
     NSA_ASSERT(nk > 0 && nk <= L);
     key_ptrs(kp, k, ks, k0, nk);
     key_ptrs(vp, v, ks, k0, nk);
@@ -292,33 +315,45 @@ KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, floa
     while (next(&tl, ctx)) {
         tile_ptrs(qp, q, &tl, Dh);
         tile_ptrs(dp, dout, &tl, Dh);
-        lanes_dot(P, KT, qp, tl.n, Dh);   // P[r][j] = q_r·k_j / sqrt(Dh)
-        lanes_dot(dS, VT, dp, tl.n, Dh);  // dS[r][j] = dout_r·v_j
         for (int r = 0; r < tl.n; r++) {
-            const float lr = lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
-            const float Dv = D[tl.off[r]];
-            const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
+            const int jlo = imax(tl.lo[r] - k0, 0), jhi = imin(tl.hi[r] - k0, nk);
+            va[r] = jlo < jhi ? jlo / LANE_V : 0, vz[r] = jlo < jhi ? (jhi + LANE_V - 1) / LANE_V : 0;
             dqp[r] = dq + tl.off[r] * Dh;
-            if (jlo <= 0 && jhi >= L) {  // sees the whole (full) key block: no mask
-#pragma omp simd
-                for (int j = 0; j < L; j++) {
-                    const float p = attn_expf(P[r * L + j] - lr);
-                    P[r * L + j] = p;
-                    dS[r * L + j] = scale * (p * (dS[r * L + j] - Dv));
-                }
-                continue;
-            }
-#pragma omp simd
-            for (int j = 0; j < L; j++) {
-                const int vis = j >= jlo && j < jhi;
-                const float p = attn_expf(P[r * L + j] - lr);
-                P[r * L + j] = vis ? p : 0.0f;
-                dS[r * L + j] = vis ? scale * (p * (dS[r * L + j] - Dv)) : 0.0f;
-            }
         }
-        lanes_axpy(dVT, P, dp, tl.n, Dh);        // dVT[e][j] += Σ_r p[r][j] dout_r[e]
-        lanes_axpy(dKT, dS, qp, tl.n, Dh);       // dKT[e][j] += Σ_r ds[r][j] q_r[e]
-        rows_axpy(dqp, dS, tl.n, kp[0], ks, nk, Dh);  // dq_r += Σ_j ds[r][j] k_j
+        int vb, ve;
+        for (int r0 = 0, r1; r0 < tl.n; r0 = r1) {
+            r1 = bwd_run(va, vz, tl.n, r0, &vb, &ve);
+            if (vb >= ve) continue;  // no row of the run sees the block: it would add only zeros
+            const int m = r1 - r0, nv = ve - vb, j0 = vb * LANE_V, j1 = ve * LANE_V;
+            float *Pm = P + r0 * L, *dSm = dS + r0 * L;
+            lanes_dot_part(Pm, KT, qp + r0, m, Dh, vb, nv);   // P[r][j] = q_r·k_j / sqrt(Dh)
+            lanes_dot_part(dSm, VT, dp + r0, m, Dh, vb, nv);  // dS[r][j] = dout_r·v_j
+            for (int r = r0; r < r1; r++) {
+                const float lr = lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
+                const float Dv = D[tl.off[r]];
+                const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
+                if (jlo <= 0 && jhi >= L) {  // sees the whole (full) key block: no mask
+#pragma omp simd
+                    for (int j = 0; j < L; j++) {
+                        const float p = attn_expf(P[r * L + j] - lr);
+                        P[r * L + j] = p;
+                        dS[r * L + j] = scale * (p * (dS[r * L + j] - Dv));
+                    }
+                    continue;
+                }
+#pragma omp simd
+                for (int j = j0; j < j1; j++) {
+                    const int vis = j >= jlo && j < jhi;
+                    const float p = attn_expf(P[r * L + j] - lr);
+                    P[r * L + j] = vis ? p : 0.0f;
+                    dS[r * L + j] = vis ? scale * (p * (dS[r * L + j] - Dv)) : 0.0f;
+                }
+            }
+            lanes_axpy_part(dVT, Pm, dp + r0, m, Dh, vb, nv);   // dVT[e][j] += Σ_r p[r][j] dout_r[e]
+            lanes_axpy_part(dKT, dSm, qp + r0, m, Dh, vb, nv);  // dKT[e][j] += Σ_r ds[r][j] q_r[e]
+            // dq_r += Σ_j ds[r][j] k_j over the run's keys
+            rows_axpy(dqp + r0, dSm + j0, m, kp[0] + (size_t)j0 * ks, ks, imin(j1, nk) - j0, Dh);
+        }
     }
     for (int j = 0; j < nk; j++) {
         float *dkj = dk + (size_t)(k0 + j) * dks, *dvj = dv + (size_t)(k0 + j) * dks;

@@ -44,50 +44,54 @@ KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int 
 // operand, where the plain 64-lane loop got stack accumulators and gathers.
 #define LANE_V 16
 
-// Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n: 64 dot products per row, four rows per pass
-// sharing the XT loads (16 vector accumulators: one load feeds four FMAs).
-KERNEL lanes_dot_ref(float *restrict Y, const float *restrict XT, const float *const *rows, int n,
-                 int Dh) {
+// Y[i][l] = Σ_e XT[e][l] rows[i][e] for i < n and the lanes l of vectors [vb, vb + nv) (16
+// lanes each; the others are neither read nor written): 64 dot products per row at most,
+// four rows per pass sharing the XT loads (16 vector accumulators: one load feeds four FMAs).
+KERNEL lanes_dot_ref(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh,
+                     int vb, int nv) {
+    const int l0 = vb * LANE_V, l1 = (vb + nv) * LANE_V;
     for (int i = 0; i < n; i += 4) {
         const float *x0 = rows[i], *x1 = rows[i + 1 < n ? i + 1 : i];
         const float *x2 = rows[i + 2 < n ? i + 2 : i], *x3 = rows[i + 3 < n ? i + 3 : i];
         float a0[ATTN_L], a1[ATTN_L], a2[ATTN_L], a3[ATTN_L];
-        for (int l = 0; l < ATTN_L; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0.0f;
+        for (int l = l0; l < l1; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0.0f;
         for (int e = 0; e < Dh; e++) {
             const float *xe = XT + e * ATTN_L;
             const float c0 = x0[e], c1 = x1[e], c2 = x2[e], c3 = x3[e];
             for (int l = 0; l < LANE_V; l++)
-                for (int b = 0; b < ATTN_L; b += LANE_V) {
+                for (int b = l0; b < l1; b += LANE_V) {
                     a0[b + l] = fmaf(xe[b + l], c0, a0[b + l]);
                     a1[b + l] = fmaf(xe[b + l], c1, a1[b + l]);
                     a2[b + l] = fmaf(xe[b + l], c2, a2[b + l]);
                     a3[b + l] = fmaf(xe[b + l], c3, a3[b + l]);
                 }
         }
-        for (int l = 0; l < ATTN_L; l++) Y[i * ATTN_L + l] = a0[l];
+        for (int l = l0; l < l1; l++) Y[i * ATTN_L + l] = a0[l];
         if (i + 1 < n)
-            for (int l = 0; l < ATTN_L; l++) Y[(i + 1) * ATTN_L + l] = a1[l];
+            for (int l = l0; l < l1; l++) Y[(i + 1) * ATTN_L + l] = a1[l];
         if (i + 2 < n)
-            for (int l = 0; l < ATTN_L; l++) Y[(i + 2) * ATTN_L + l] = a2[l];
+            for (int l = l0; l < l1; l++) Y[(i + 2) * ATTN_L + l] = a2[l];
         if (i + 3 < n)
-            for (int l = 0; l < ATTN_L; l++) Y[(i + 3) * ATTN_L + l] = a3[l];
+            for (int l = l0; l < l1; l++) Y[(i + 3) * ATTN_L + l] = a3[l];
     }
 }
 
-// AccT[e][l] += Σ_i W[i][l] rows[i][e] for i < n, in order of i: the transposed
-// accumulation of Σ_i w_i ⊗ row_i, four e per pass sharing the W loads.
-KERNEL lanes_axpy_ref(float *restrict AccT, const float *restrict W, const float *const *rows,
-                  int n, int Dh) {
+// AccT[e][l] += Σ_i W[i][l] rows[i][e] for i < n, in order of i, for the lanes of vectors
+// [vb, vb + nv): the transposed accumulation of Σ_i w_i ⊗ row_i, four e per pass sharing
+// the W loads.
+KERNEL lanes_axpy_ref(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh,
+                      int vb, int nv) {
+    const int l0 = vb * LANE_V, l1 = (vb + nv) * LANE_V;
     for (int e = 0; e < Dh; e += 4) {
         const int e1 = e + 1 < Dh ? e + 1 : e, e2 = e + 2 < Dh ? e + 2 : e, e3 = e + 3 < Dh ? e + 3 : e;
         float a0[ATTN_L], a1[ATTN_L], a2[ATTN_L], a3[ATTN_L];
-        for (int l = 0; l < ATTN_L; l++)
+        for (int l = l0; l < l1; l++)
             a0[l] = AccT[e * ATTN_L + l], a1[l] = AccT[e1 * ATTN_L + l], a2[l] = AccT[e2 * ATTN_L + l], a3[l] = AccT[e3 * ATTN_L + l];
         for (int i = 0; i < n; i++) {
             const float *wi = W + i * ATTN_L;
             const float c0 = rows[i][e], c1 = rows[i][e1], c2 = rows[i][e2], c3 = rows[i][e3];
             for (int l = 0; l < LANE_V; l++)
-                for (int b = 0; b < ATTN_L; b += LANE_V) {
+                for (int b = l0; b < l1; b += LANE_V) {
                     a0[b + l] = fmaf(wi[b + l], c0, a0[b + l]);
                     a1[b + l] = fmaf(wi[b + l], c1, a1[b + l]);
                     a2[b + l] = fmaf(wi[b + l], c2, a2[b + l]);
@@ -95,10 +99,10 @@ KERNEL lanes_axpy_ref(float *restrict AccT, const float *restrict W, const float
                 }
         }
         // Past Dh the e's repeat e: write them first so that a0 wins.
-        for (int l = 0; l < ATTN_L; l++) AccT[e3 * ATTN_L + l] = a3[l];
-        for (int l = 0; l < ATTN_L; l++) AccT[e2 * ATTN_L + l] = a2[l];
-        for (int l = 0; l < ATTN_L; l++) AccT[e1 * ATTN_L + l] = a1[l];
-        for (int l = 0; l < ATTN_L; l++) AccT[e * ATTN_L + l] = a0[l];
+        for (int l = l0; l < l1; l++) AccT[e3 * ATTN_L + l] = a3[l];
+        for (int l = l0; l < l1; l++) AccT[e2 * ATTN_L + l] = a2[l];
+        for (int l = l0; l < l1; l++) AccT[e1 * ATTN_L + l] = a1[l];
+        for (int l = l0; l < l1; l++) AccT[e * ATTN_L + l] = a0[l];
     }
 }
 
@@ -142,71 +146,72 @@ KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int n, const floa
 #ifdef __AVX512F__
 #define LANES_HAVE_512 1
 
-// lanes_dot: six rows per pass (24 accumulators), the four XT vectors of each e loaded once.
-KERNEL lanes_dot_512(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
-    enum { RW = 6 };
+// lanes_dot over NV vectors from vb (NV a literal: see LANES_NV): six rows per pass with all
+// four vectors (24 accumulators), eight with fewer; the NV XT vectors of each e loaded once.
+KERNEL lanes_dot_512(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh, int vb,
+                     int NV) {
+    const int RW = NV == 4 ? 6 : 8;
+    const float *X0 = XT + vb * 16;
+    float *Y0 = Y + vb * 16;
     int i = 0;
     for (; i + RW <= n; i += RW) {
-        __m512 a[RW][4];
-        for (int w = 0; w < RW; w++)
-            for (int b = 0; b < 4; b++) a[w][b] = _mm512_setzero_ps();
+        __m512 a[24];
+        for (int u = 0; u < RW * NV; u++) a[u] = _mm512_setzero_ps();
         for (int e = 0; e < Dh; e++) {
-            const float *xe = XT + e * ATTN_L;
-            const __m512 k0 = _mm512_loadu_ps(xe), k1 = _mm512_loadu_ps(xe + 16);
-            const __m512 k2 = _mm512_loadu_ps(xe + 32), k3 = _mm512_loadu_ps(xe + 48);
+            const float *xe = X0 + e * ATTN_L;
+            __m512 kv[4];
+            for (int b = 0; b < NV; b++) kv[b] = _mm512_loadu_ps(xe + 16 * b);
             for (int w = 0; w < RW; w++) {
                 const __m512 c = _mm512_set1_ps(rows[i + w][e]);
-                a[w][0] = _mm512_fmadd_ps(k0, c, a[w][0]);
-                a[w][1] = _mm512_fmadd_ps(k1, c, a[w][1]);
-                a[w][2] = _mm512_fmadd_ps(k2, c, a[w][2]);
-                a[w][3] = _mm512_fmadd_ps(k3, c, a[w][3]);
+                for (int b = 0; b < NV; b++) a[w * NV + b] = _mm512_fmadd_ps(kv[b], c, a[w * NV + b]);
             }
         }
         for (int w = 0; w < RW; w++)
-            for (int b = 0; b < 4; b++) _mm512_storeu_ps(Y + (i + w) * ATTN_L + 16 * b, a[w][b]);
+            for (int b = 0; b < NV; b++) _mm512_storeu_ps(Y0 + (i + w) * ATTN_L + 16 * b, a[w * NV + b]);
     }
     for (; i < n; i++) {
         __m512 a[4];
-        for (int b = 0; b < 4; b++) a[b] = _mm512_setzero_ps();
+        for (int b = 0; b < NV; b++) a[b] = _mm512_setzero_ps();
         for (int e = 0; e < Dh; e++) {
             const __m512 c = _mm512_set1_ps(rows[i][e]);
-            for (int b = 0; b < 4; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(XT + e * ATTN_L + 16 * b), c, a[b]);
+            for (int b = 0; b < NV; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(X0 + e * ATTN_L + 16 * b), c, a[b]);
         }
-        for (int b = 0; b < 4; b++) _mm512_storeu_ps(Y + i * ATTN_L + 16 * b, a[b]);
+        for (int b = 0; b < NV; b++) _mm512_storeu_ps(Y0 + i * ATTN_L + 16 * b, a[b]);
     }
 }
 
-// lanes_axpy: six e per pass (24 accumulators), the four W vectors of each row loaded once.
-KERNEL lanes_axpy_512(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh) {
-    enum { EW = 6 };
+// lanes_axpy over NV vectors from vb: six e per pass with all four vectors (24
+// accumulators), eight with fewer; the NV W vectors of each row loaded once.
+KERNEL lanes_axpy_512(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh,
+                      int vb, int NV) {
+    const int EW = NV == 4 ? 6 : 8;
+    float *A0 = AccT + vb * 16;
+    const float *W0 = W + vb * 16;
     int e = 0;
     for (; e + EW <= Dh; e += EW) {
-        __m512 a[EW][4];
+        __m512 a[24];
         for (int u = 0; u < EW; u++)
-            for (int b = 0; b < 4; b++) a[u][b] = _mm512_loadu_ps(AccT + (e + u) * ATTN_L + 16 * b);
+            for (int b = 0; b < NV; b++) a[u * NV + b] = _mm512_loadu_ps(A0 + (e + u) * ATTN_L + 16 * b);
         for (int i = 0; i < n; i++) {
-            const float *wi = W + i * ATTN_L;
-            const __m512 w0 = _mm512_loadu_ps(wi), w1 = _mm512_loadu_ps(wi + 16);
-            const __m512 w2 = _mm512_loadu_ps(wi + 32), w3 = _mm512_loadu_ps(wi + 48);
+            const float *wi = W0 + i * ATTN_L;
+            __m512 wv[4];
+            for (int b = 0; b < NV; b++) wv[b] = _mm512_loadu_ps(wi + 16 * b);
             for (int u = 0; u < EW; u++) {
                 const __m512 c = _mm512_set1_ps(rows[i][e + u]);
-                a[u][0] = _mm512_fmadd_ps(w0, c, a[u][0]);
-                a[u][1] = _mm512_fmadd_ps(w1, c, a[u][1]);
-                a[u][2] = _mm512_fmadd_ps(w2, c, a[u][2]);
-                a[u][3] = _mm512_fmadd_ps(w3, c, a[u][3]);
+                for (int b = 0; b < NV; b++) a[u * NV + b] = _mm512_fmadd_ps(wv[b], c, a[u * NV + b]);
             }
         }
         for (int u = 0; u < EW; u++)
-            for (int b = 0; b < 4; b++) _mm512_storeu_ps(AccT + (e + u) * ATTN_L + 16 * b, a[u][b]);
+            for (int b = 0; b < NV; b++) _mm512_storeu_ps(A0 + (e + u) * ATTN_L + 16 * b, a[u * NV + b]);
     }
     for (; e < Dh; e++) {
         __m512 a[4];
-        for (int b = 0; b < 4; b++) a[b] = _mm512_loadu_ps(AccT + e * ATTN_L + 16 * b);
+        for (int b = 0; b < NV; b++) a[b] = _mm512_loadu_ps(A0 + e * ATTN_L + 16 * b);
         for (int i = 0; i < n; i++) {
             const __m512 c = _mm512_set1_ps(rows[i][e]);
-            for (int b = 0; b < 4; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ATTN_L + 16 * b), c, a[b]);
+            for (int b = 0; b < NV; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(W0 + i * ATTN_L + 16 * b), c, a[b]);
         }
-        for (int b = 0; b < 4; b++) _mm512_storeu_ps(AccT + e * ATTN_L + 16 * b, a[b]);
+        for (int b = 0; b < NV; b++) _mm512_storeu_ps(A0 + e * ATTN_L + 16 * b, a[b]);
     }
 }
 
@@ -246,24 +251,58 @@ static inline int lanes_512(void) {
     return LANES_HAVE_512 && nsa_cpu.attn_path != ATTN_PATH_REF;
 }
 
-KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
+// NV_ = nv (1..4) as a literal, so that the AVX-512 twins keep their accumulators in registers.
+#define LANES_NV(nv, call)                  \
+    switch (nv) {                           \
+    case 1: { const int NV_ = 1; call; break; } \
+    case 2: { const int NV_ = 2; call; break; } \
+    case 3: { const int NV_ = 3; call; break; } \
+    default: { const int NV_ = 4; call; break; } \
+    }
+
+// The lanes of vectors [vb, vb + nv) only (nv 1..4): the backward's key blocks on a causal
+// or window edge, whose other lanes every row of the tile has masked. Skipped lanes would
+// only add fmaf(0, x, acc) = acc, so the results have the same bits as the 64-lane call.
+KERNEL lanes_dot_part(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh, int vb,
+                      int nv) {
 #if LANES_HAVE_512
     if (lanes_512()) {
-        lanes_dot_512(Y, XT, rows, n, Dh);
+        LANES_NV(nv, lanes_dot_512(Y, XT, rows, n, Dh, vb, NV_));
         return;
     }
 #endif
-    lanes_dot_ref(Y, XT, rows, n, Dh);
+    lanes_dot_ref(Y, XT, rows, n, Dh, vb, nv);
+}
+
+KERNEL lanes_axpy_part(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh, int vb,
+                       int nv) {
+#if LANES_HAVE_512
+    if (lanes_512()) {
+        LANES_NV(nv, lanes_axpy_512(AccT, W, rows, n, Dh, vb, NV_));
+        return;
+    }
+#endif
+    lanes_axpy_ref(AccT, W, rows, n, Dh, vb, nv);
+}
+
+KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
+#if LANES_HAVE_512
+    if (lanes_512()) {
+        lanes_dot_512(Y, XT, rows, n, Dh, 0, 4);
+        return;
+    }
+#endif
+    lanes_dot_ref(Y, XT, rows, n, Dh, 0, 4);
 }
 
 KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh) {
 #if LANES_HAVE_512
     if (lanes_512()) {
-        lanes_axpy_512(AccT, W, rows, n, Dh);
+        lanes_axpy_512(AccT, W, rows, n, Dh, 0, 4);
         return;
     }
 #endif
-    lanes_axpy_ref(AccT, W, rows, n, Dh);
+    lanes_axpy_ref(AccT, W, rows, n, Dh, 0, 4);
 }
 
 KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
