@@ -209,12 +209,13 @@ KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const 
 }
 
 KERNEL fwd_finish(float *restrict o, float *restrict lse, const FwdState *st, const AttnTile *tl, int Dh) {
+    float *orow[L], inv[L];
     for (int r = 0; r < tl->n; r++) {
-        float *orow = o + tl->off[r] * Dh;
-        const float inv = st->l[r] > 0.0f ? 1.0f / st->l[r] : 0.0f;
-        for (int e = 0; e < Dh; e++) orow[e] = st->OT[e * L + r] * inv;
+        orow[r] = o + tl->off[r] * Dh;
+        inv[r] = st->l[r] > 0.0f ? 1.0f / st->l[r] : 0.0f;
         lse[tl->off[r]] = st->l[r] > 0.0f ? st->m[r] + logf(st->l[r]) : -INFINITY;
     }
+    lanes_untranspose(orow, st->OT, inv, tl->n, Dh);  // o_r = OT[.][r] / l_r
 }
 
 // sc, bases: see fwd_chunk.

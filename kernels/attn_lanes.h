@@ -30,13 +30,19 @@
 _Static_assert(ATTN_ROWS == ATTN_L && ATTN_KEYS == ATTN_L, "tile kernels assume 64 lanes");
 
 // XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes.
-KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+KERNEL lanes_transpose_ref(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
     for (int l = 0; l < ATTN_L; l++) {
         if (l < n)
             for (int e = 0; e < Dh; e++) XT[e * ATTN_L + l] = rows[l][e] * mul;
         else
             for (int e = 0; e < Dh; e++) XT[e * ATTN_L + l] = 0.0f;
     }
+}
+
+// rows[l][e] = XT[e][l] * mul[l] for l < n: the way back.
+KERNEL lanes_untranspose_ref(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+    for (int l = 0; l < n; l++)
+        for (int e = 0; e < Dh; e++) rows[l][e] = XT[e * ATTN_L + l] * mul[l];
 }
 
 // The 64 lanes are walked as LANE_V consecutive lanes times 64 / LANE_V blocks (block loop
@@ -145,6 +151,60 @@ KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int n, const floa
 // between them from the CPU features or NSA_ATTN_PATH.
 #ifdef __AVX512F__
 #define LANES_HAVE_512 1
+
+// r[i][j] -> r[j][i] for a 16 x 16 block in registers: pairs of rows interleaved, then
+// quads within each 128-bit lane, then the 128-bit lanes across the four quads.
+static inline __attribute__((always_inline)) void tr16x16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + c], lane L: element 4L + c of rows 4g .. 4g + 3
+    for (int g = 0; g < 4; g++) {
+        u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 x = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), y = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        const __m512 x2 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE), y2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_f32x4(x, y, 0x88), r[4 + c] = _mm512_shuffle_f32x4(x, y, 0xDD);
+        r[8 + c] = _mm512_shuffle_f32x4(x2, y2, 0x88), r[12 + c] = _mm512_shuffle_f32x4(x2, y2, 0xDD);
+    }
+}
+
+// lanes_transpose for Dh a multiple of 16, in 16 x 16 register blocks (the scalar loop
+// stored one float at a time: ~40 % of a compressed-branch tile at T = 1024, whose rows see
+// few keys). The same products rows[l][e] * mul.
+KERNEL lanes_transpose_512(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+    const __m512 m = _mm512_set1_ps(mul);
+    for (int l0 = 0; l0 < ATTN_L; l0 += 16)
+        for (int e0 = 0; e0 < Dh; e0 += 16) {
+            __m512 r[16];
+            if (l0 >= n) {
+                for (int i = 0; i < 16; i++) _mm512_storeu_ps(XT + (e0 + i) * ATTN_L + l0, _mm512_setzero_ps());
+                continue;
+            }
+            for (int i = 0; i < 16; i++)
+                r[i] = l0 + i < n ? _mm512_mul_ps(_mm512_loadu_ps(rows[l0 + i] + e0), m) : _mm512_setzero_ps();
+            tr16x16(r);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(XT + (e0 + i) * ATTN_L + l0, r[i]);
+        }
+}
+
+// lanes_untranspose_ref in 16 x 16 register blocks, the same products.
+KERNEL lanes_untranspose_512(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+    for (int l0 = 0; l0 < n; l0 += 16)
+        for (int e0 = 0; e0 < Dh; e0 += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(XT + (e0 + i) * ATTN_L + l0);
+            tr16x16(r);
+            for (int i = 0; i < 16 && l0 + i < n; i++)
+                _mm512_storeu_ps(rows[l0 + i] + e0, _mm512_mul_ps(r[i], _mm512_set1_ps(mul[l0 + i])));
+        }
+}
 
 // lanes_dot over NV vectors from vb (NV a literal: see LANES_NV): six rows per pass with all
 // four vectors (24 accumulators), eight with fewer; the NV XT vectors of each e loaded once.
@@ -283,6 +343,26 @@ KERNEL lanes_axpy_part(float *restrict AccT, const float *restrict W, const floa
     }
 #endif
     lanes_axpy_ref(AccT, W, rows, n, Dh, vb, nv);
+}
+
+KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+#if LANES_HAVE_512
+    if (lanes_512() && Dh % 16 == 0) {
+        lanes_transpose_512(XT, rows, n, Dh, mul);
+        return;
+    }
+#endif
+    lanes_transpose_ref(XT, rows, n, Dh, mul);
+}
+
+KERNEL lanes_untranspose(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+#if LANES_HAVE_512
+    if (lanes_512() && Dh % 16 == 0) {
+        lanes_untranspose_512(rows, XT, mul, n, Dh);
+        return;
+    }
+#endif
+    lanes_untranspose_ref(rows, XT, mul, n, Dh);
 }
 
 KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
