@@ -29,20 +29,16 @@
 #define ATTN_L 64
 _Static_assert(ATTN_ROWS == ATTN_L && ATTN_KEYS == ATTN_L, "tile kernels assume 64 lanes");
 
-// XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes.
-KERNEL lanes_transpose_ref(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
-    for (int l = 0; l < ATTN_L; l++) {
-        if (l < n)
-            for (int e = 0; e < Dh; e++) XT[e * ATTN_L + l] = rows[l][e] * mul;
-        else
-            for (int e = 0; e < Dh; e++) XT[e * ATTN_L + l] = 0.0f;
-    }
+// XT[e * xs + l] = rows[l][e] * mul for l < n: rows into columns (lanes at stride xs).
+KERNEL cols_from_rows_ref(float *restrict XT, size_t xs, const float *const *rows, int n, int Dh, float mul) {
+    for (int l = 0; l < n; l++)
+        for (int e = 0; e < Dh; e++) XT[e * xs + l] = rows[l][e] * mul;
 }
 
-// rows[l][e] = XT[e][l] * mul[l] for l < n: the way back.
-KERNEL lanes_untranspose_ref(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+// rows[l][e] = XT[e * xs + l] * mul[l] for l < n: the way back.
+KERNEL rows_from_cols_ref(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
     for (int l = 0; l < n; l++)
-        for (int e = 0; e < Dh; e++) rows[l][e] = XT[e * ATTN_L + l] * mul[l];
+        for (int e = 0; e < Dh; e++) rows[l][e] = XT[e * xs + l] * mul[l];
 }
 
 // The 64 lanes are walked as LANE_V consecutive lanes times 64 / LANE_V blocks (block loop
@@ -175,31 +171,31 @@ static inline __attribute__((always_inline)) void tr16x16(__m512 r[16]) {
     }
 }
 
-// lanes_transpose for Dh a multiple of 16, in 16 x 16 register blocks (the scalar loop
+// cols_from_rows for Dh a multiple of 16, in 16 x 16 register blocks (the scalar loop
 // stored one float at a time: ~40 % of a compressed-branch tile at T = 1024, whose rows see
-// few keys). The same products rows[l][e] * mul.
-KERNEL lanes_transpose_512(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+// few keys). The same products; a short last block stores only its n lanes.
+KERNEL cols_from_rows_512(float *restrict XT, size_t xs, const float *const *rows, int n, int Dh, float mul) {
     const __m512 m = _mm512_set1_ps(mul);
-    for (int l0 = 0; l0 < ATTN_L; l0 += 16)
+    for (int l0 = 0; l0 < n; l0 += 16) {
+        const int nl = n - l0 < 16 ? n - l0 : 16;
+        const __mmask16 keep = (__mmask16)((1u << nl) - 1);
         for (int e0 = 0; e0 < Dh; e0 += 16) {
             __m512 r[16];
-            if (l0 >= n) {
-                for (int i = 0; i < 16; i++) _mm512_storeu_ps(XT + (e0 + i) * ATTN_L + l0, _mm512_setzero_ps());
-                continue;
-            }
             for (int i = 0; i < 16; i++)
-                r[i] = l0 + i < n ? _mm512_mul_ps(_mm512_loadu_ps(rows[l0 + i] + e0), m) : _mm512_setzero_ps();
+                r[i] = i < nl ? _mm512_mul_ps(_mm512_loadu_ps(rows[l0 + i] + e0), m) : _mm512_setzero_ps();
             tr16x16(r);
-            for (int i = 0; i < 16; i++) _mm512_storeu_ps(XT + (e0 + i) * ATTN_L + l0, r[i]);
+            for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps(XT + (e0 + i) * xs + l0, keep, r[i]);
         }
+    }
 }
 
-// lanes_untranspose_ref in 16 x 16 register blocks, the same products.
-KERNEL lanes_untranspose_512(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+// rows_from_cols in 16 x 16 register blocks, the same products; a short last block reads
+// all 16 lanes (xs leaves room) and stores its n rows.
+KERNEL rows_from_cols_512(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
     for (int l0 = 0; l0 < n; l0 += 16)
         for (int e0 = 0; e0 < Dh; e0 += 16) {
             __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(XT + (e0 + i) * ATTN_L + l0);
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(XT + (e0 + i) * xs + l0);
             tr16x16(r);
             for (int i = 0; i < 16 && l0 + i < n; i++)
                 _mm512_storeu_ps(rows[l0 + i] + e0, _mm512_mul_ps(r[i], _mm512_set1_ps(mul[l0 + i])));
@@ -345,24 +341,37 @@ KERNEL lanes_axpy_part(float *restrict AccT, const float *restrict W, const floa
     lanes_axpy_ref(AccT, W, rows, n, Dh, vb, nv);
 }
 
-KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+KERNEL cols_from_rows(float *restrict XT, size_t xs, const float *const *rows, int n, int Dh, float mul) {
 #if LANES_HAVE_512
     if (lanes_512() && Dh % 16 == 0) {
-        lanes_transpose_512(XT, rows, n, Dh, mul);
+        cols_from_rows_512(XT, xs, rows, n, Dh, mul);
         return;
     }
 #endif
-    lanes_transpose_ref(XT, rows, n, Dh, mul);
+    cols_from_rows_ref(XT, xs, rows, n, Dh, mul);
 }
 
-KERNEL lanes_untranspose(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+// xs - n >= 16 - n % 16 when n is not a multiple of 16 (the last block reads whole vectors).
+KERNEL rows_from_cols(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
 #if LANES_HAVE_512
     if (lanes_512() && Dh % 16 == 0) {
-        lanes_untranspose_512(rows, XT, mul, n, Dh);
+        rows_from_cols_512(rows, XT, xs, mul, n, Dh);
         return;
     }
 #endif
-    lanes_untranspose_ref(rows, XT, mul, n, Dh);
+    rows_from_cols_ref(rows, XT, xs, mul, n, Dh);
+}
+
+// XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes of the 64.
+KERNEL lanes_transpose(float *restrict XT, const float *const *rows, int n, int Dh, float mul) {
+    cols_from_rows(XT, ATTN_L, rows, n, Dh, mul);
+    for (int e = 0; e < Dh; e++)
+        for (int l = n; l < ATTN_L; l++) XT[e * ATTN_L + l] = 0.0f;
+}
+
+// rows[l][e] = XT[e][l] * mul[l] for l < n.
+KERNEL lanes_untranspose(float *const *rows, const float *restrict XT, const float *mul, int n, int Dh) {
+    rows_from_cols(rows, XT, ATTN_L, mul, n, Dh);
 }
 
 KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {

@@ -36,7 +36,7 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // same at 8k.
 #define SLC_POS 1024  // positions per tile (fewer when the group has many heads)
 #define SLC_ROWS 4096 // rows per tile: SLC_POS x heads, capped
-// The tile keeps its rows' q and state (runs_gather) in a per-thread scratch buffer (two
+// The tile keeps its rows' q and state (see slc_at) in a per-thread scratch buffer (two
 // arrays of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
 #define SLC_TILE_FLOATS 131072
 
@@ -115,22 +115,29 @@ static int slc_union_next(SlcUnion *u, const int **pos, int *np) {
     return j;
 }
 
-// The tile keeps its rows position-major, Xp[(i * Dh + e) * hb + h] for row r = i * hb + h:
-// a position's heads are adjacent for every e. Groups are filled position by position, so
-// when hb divides SLC_V a group is whole positions and its lanes are hb-float runs (one
-// short vector move per position and e); otherwise they are copied lane by lane.
-KERNEL runs_gather(float *restrict XT, const float *restrict Xp, const int *rr, int nr, int hb, int Dh) {
+// The tile keeps its rows' scaled q and output state in blocks of SLC_V rows, each block
+// [Dh][SLC_V] (the layout of a group's arrays): row r's element e is at
+// X[slc_at(r, Dh) + e * SLC_V]. A group that is a whole block (SLC_V consecutive rows from a
+// multiple of SLC_V: the forced blocks' choosers, and neighbours choosing alike) is computed
+// in place; others are gathered into [Dh][SLC_V] and scattered back, a position's hb rows
+// one run at a time. (With rows position-major every group was gathered, ~15 % of the
+// selected forward; fully e-major rows made the scattered groups' gathers touch a cache
+// line per e and measured slower.)
+static inline size_t slc_at(int r, int Dh) { return (size_t)(r / SLC_V) * Dh * SLC_V + r % SLC_V; }
+static inline size_t slc_tile_floats(int rows, int Dh) { return (size_t)(rows + SLC_V - 1) / SLC_V * SLC_V * Dh; }
+
+KERNEL runs_gather(float *restrict XT, const float *restrict X, const int *rr, int nr, int hb, int Dh) {
     for (int v0 = 0; v0 < nr; v0 += hb) {
-        const float *src = Xp + (size_t)(rr[v0] / hb) * Dh * hb;
+        const float *src = X + slc_at(rr[v0], Dh);
         for (int e = 0; e < Dh; e++)
-            for (int h = 0; h < hb; h++) XT[e * SLC_V + v0 + h] = src[e * hb + h];
+            for (int h = 0; h < hb; h++) XT[e * SLC_V + v0 + h] = src[e * SLC_V + h];
     }
 }
-KERNEL runs_scatter(float *restrict Xp, const float *restrict XT, const int *rr, int nr, int hb, int Dh) {
+KERNEL runs_scatter(float *restrict X, const float *restrict XT, const int *rr, int nr, int hb, int Dh) {
     for (int v0 = 0; v0 < nr; v0 += hb) {
-        float *dst = Xp + (size_t)(rr[v0] / hb) * Dh * hb;
+        float *dst = X + slc_at(rr[v0], Dh);
         for (int e = 0; e < Dh; e++)
-            for (int h = 0; h < hb; h++) dst[e * hb + h] = XT[e * SLC_V + v0 + h];
+            for (int h = 0; h < hb; h++) dst[e * SLC_V + h] = XT[e * SLC_V + v0 + h];
     }
 }
 // hb as a literal for the usual group sizes (the loops over a position's heads unroll),
@@ -146,57 +153,27 @@ KERNEL runs_scatter(float *restrict Xp, const float *restrict XT, const int *rr,
     default: { const int hb_ = hb; call; break; } \
     }
 
-// XT[e][v] = the tile's element e of row rr[v] for lanes v < nr, 0 beyond.
-KERNEL group_gather(float *restrict XT, const float *restrict Xp, int hb, const int *rr, int nr, int Dh) {
+// XT[e][v] = the tile's element e of row rr[v] for lanes v < nr, 0 beyond. Groups are
+// filled position by position, so when hb divides SLC_V a group is whole positions (runs of
+// hb rows, which never straddle two blocks).
+KERNEL group_gather(float *restrict XT, const float *restrict X, int hb, const int *rr, int nr, int Dh) {
     if (SLC_V % hb == 0) {
-        HB_DISPATCH(hb, runs_gather(XT, Xp, rr, nr, hb_, Dh));
+        HB_DISPATCH(hb, runs_gather(XT, X, rr, nr, hb_, Dh));
     } else {
         for (int v = 0; v < nr; v++)
-            for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb];
+            for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = X[slc_at(rr[v], Dh) + e * SLC_V];
     }
     for (int e = 0; e < Dh; e++)
         for (int v = nr; v < SLC_V; v++) XT[e * SLC_V + v] = 0.0f;
 }
 
 // The tile's element e of row rr[v] = XT[e][v] for v < nr.
-KERNEL group_scatter(float *restrict Xp, const float *restrict XT, int hb, const int *rr, int nr, int Dh) {
+KERNEL group_scatter(float *restrict X, const float *restrict XT, int hb, const int *rr, int nr, int Dh) {
     if (SLC_V % hb == 0) {
-        HB_DISPATCH(hb, runs_scatter(Xp, XT, rr, nr, hb_, Dh));
+        HB_DISPATCH(hb, runs_scatter(X, XT, rr, nr, hb_, Dh));
     } else {
         for (int v = 0; v < nr; v++)
-            for (int e = 0; e < Dh; e++) Xp[((size_t)(rr[v] / hb) * Dh + e) * hb + rr[v] % hb] = XT[e * SLC_V + v];
-    }
-}
-
-// The tile's rows position-major: Xp[(i * Dh + e) * hb + h] = mul * x[row (t0 + i, h)][e]
-// for the nt positions from row0 (heads adjacent in x, positions H rows apart). hb and Dh
-// come as literals (HB_DISPATCH, DISPATCH_DH): a position's [hb][Dh] -> [Dh][hb] transpose
-// then unrolls, where the run-time loops cost ~6 % of the selected forward at T = 1024.
-KERNEL tile_transpose(float *restrict Xp, const float *restrict x, size_t row0, int H, int nt, int hb, int Dh,
-                      float mul) {
-    for (int i = 0; i < nt; i++) {
-        const float *xi = x + (row0 + (size_t)i * H) * Dh;
-        float *di = Xp + (size_t)i * Dh * hb;
-        for (int e = 0; e < Dh; e++)
-            for (int h = 0; h < hb; h++) di[e * hb + h] = xi[h * Dh + e] * mul;
-    }
-}
-
-// o and lse of the tile's rows from the state (OTt position-major as above, m, l); a row
-// with no selected key gets o = 0, lse = -INFINITY. hb, Dh literals as for tile_transpose.
-KERNEL tile_output(float *restrict o, float *restrict lse, const float *restrict OTt, const float *m,
-                   const float *l, size_t row0, int H, int nt, int hb, int Dh) {
-    for (int i = 0; i < nt; i++) {
-        const float *src = OTt + (size_t)i * Dh * hb;
-        float inv[hb];
-        for (int h = 0; h < hb; h++) {
-            const int r = i * hb + h;
-            inv[h] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-            lse[row0 + (size_t)i * H + h] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
-        }
-        float *oi = o + (row0 + (size_t)i * H) * Dh;
-        for (int h = 0; h < hb; h++)
-            for (int e = 0; e < Dh; e++) oi[h * Dh + e] = src[e * hb + h] * inv[h];
+            for (int e = 0; e < Dh; e++) X[slc_at(rr[v], Dh) + e * SLC_V] = XT[e * SLC_V + v];
     }
 }
 
@@ -249,23 +226,18 @@ KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *re
     }
 }
 
-// One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): the
-// online-softmax step per chunk of keys; the tile holds QTt (scaled q) and the state m, l,
-// OTt, position-major (see runs_gather).
-KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, const float *restrict QTt,
-                     int hb, const float *restrict k, const float *restrict v, size_t ks, const int *rr,
-                     const int *t, int nr, int blo, int bhi, int Dh) {
-    float QT[Dh * SLC_V], OT[Dh * SLC_V], S[SLC_KEYS * SLC_V];
-    float mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
-    int tv[SLC_V], tmax = -1, tmin = t[0];
-    group_gather(QT, QTt, hb, rr, nr, Dh);
-    group_gather(OT, OTt, hb, rr, nr, Dh);
-    for (int x = 1; x < nr; x++) tmin = t[x] < tmin ? t[x] : tmin;
+// One group of SLC_V lanes (positions tv[x], -1 for padding lanes) over block [blo, bhi):
+// the online-softmax step per chunk of keys on the group's scaled q QT and state OT, m, l
+// ([Dh][SLC_V] and [SLC_V]: a block of the tile, or gathered).
+KERNEL group_forward(float *restrict OT, float *restrict m, float *restrict l, const float *restrict QT,
+                     const float *restrict k, const float *restrict v, size_t ks, const int *tv, int blo, int bhi,
+                     int Dh) {
+    float S[SLC_KEYS * SLC_V], mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
+    int tmax = -1, tmin = 0x7fffffff;
     for (int x = 0; x < SLC_V; x++) {
-        const int in = x < nr;
-        tv[x] = in ? t[x] : -1;
-        mv[x] = in ? m[rr[x]] : -INFINITY, lv[x] = in ? l[rr[x]] : 0.0f;
+        mv[x] = m[x], lv[x] = l[x];
         tmax = tv[x] > tmax ? tv[x] : tmax;
+        if (tv[x] >= 0) tmin = tv[x] < tmin ? tv[x] : tmin;
     }
     const int kend = nsa_imin(bhi, tmax + 1);
     for (int s0 = blo; s0 < kend; s0 += SLC_KEYS) {
@@ -307,8 +279,31 @@ KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, 
             for (int x = 0; x < SLC_V; x++) OT[e * SLC_V + x] *= corr[x];
         group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh);
     }
-    for (int x = 0; x < nr; x++) m[rr[x]] = mv[x], l[rr[x]] = lv[x];
-    group_scatter(OTt, OT, hb, rr, nr, Dh);
+    for (int x = 0; x < SLC_V; x++) m[x] = mv[x], l[x] = lv[x];
+}
+
+// One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): in place
+// when it is a whole block of the tile, else gathered and scattered back.
+KERNEL group_run(float *restrict OTe, float *restrict m, float *restrict l, const float *restrict QTe, int hb,
+                 const float *restrict k, const float *restrict v, size_t ks, const int *rr, const int *t, int nr,
+                 int blo, int bhi, int Dh) {
+    int tv[SLC_V];
+    float QTg[Dh * SLC_V], OTg[Dh * SLC_V], mg[SLC_V], lg[SLC_V];
+    for (int x = 0; x < SLC_V; x++) tv[x] = x < nr ? t[x] : -1;
+    // One call site for both cases: with two, gcc spilled an accumulator of one copy.
+    const int inplace = nr == SLC_V && rr[0] % SLC_V == 0 && rr[SLC_V - 1] - rr[0] == SLC_V - 1;  // rows ascend
+    float *OT = inplace ? OTe + slc_at(rr[0], Dh) : OTg, *mp = inplace ? m + rr[0] : mg, *lp = inplace ? l + rr[0] : lg;
+    const float *QT = inplace ? QTe + slc_at(rr[0], Dh) : QTg;
+    if (!inplace) {
+        group_gather(QTg, QTe, hb, rr, nr, Dh);
+        group_gather(OTg, OTe, hb, rr, nr, Dh);
+        for (int x = 0; x < SLC_V; x++) mg[x] = x < nr ? m[rr[x]] : -INFINITY, lg[x] = x < nr ? l[rr[x]] : 0.0f;
+    }
+    group_forward(OT, mp, lp, QT, k, v, ks, tv, blo, bhi, Dh);
+    if (!inplace) {
+        for (int x = 0; x < nr; x++) m[rr[x]] = mg[x], l[rr[x]] = lg[x];
+        group_scatter(OTe, OTg, hb, rr, nr, Dh);
+    }
 }
 
 // Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
@@ -334,30 +329,52 @@ KERNEL group_forward(float *restrict OTt, float *restrict m, float *restrict l, 
         }                                                                                        \
     } while (0)
 
+// Row pointers of tile rows [r0, r0 + n) into x (heads adjacent, positions H rows apart).
+static void slc_row_ptrs(float **p, float *x, size_t row0, int H, int hb, int r0, int n, int Dh) {
+    for (int r = 0; r < n; r++) p[r] = x + (row0 + (size_t)((r0 + r) / hb) * H + (r0 + r) % hb) * Dh;
+}
+
 static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, const float *q, const float *k,
                              const float *v, const int32_t *idx, int b, int g, int t0, int nt, int h0, int hb,
                              const NsaShape *s) {
     const int Dh = s->Dh, rows = nt * hb;
     const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
-    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
-    float *QTt = scratch, *OTt = QTt + (size_t)rows * Dh, m[rows], l[rows];
-    const float qscale = 1.0f / sqrtf((float)Dh);
-    HB_DISPATCH(hb, DISPATCH_DH(Dh, tile_transpose(QTt, q, row0, s->H, nt, hb_, Dh_, qscale)));
+    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0, tf = slc_tile_floats(rows, Dh);
+    float *QTe = scratch, *OTe = QTe + tf, m[rows], l[rows];
+    float *ptr[SLC_V];
+    for (int r0 = 0; r0 < rows; r0 += SLC_V) {  // q, scaled, into the tile's blocks
+        const int n = nsa_imin(SLC_V, rows - r0);
+        slc_row_ptrs(ptr, (float *)q, row0, s->H, hb, r0, n, Dh);
+        DISPATCH_DH(Dh, cols_from_rows(QTe + slc_at(r0, Dh), SLC_V, (const float *const *)ptr, n, Dh_,
+                                       1.0f / sqrtf((float)Dh)));
+    }
     for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
-    for (size_t i = 0; i < (size_t)rows * Dh; i++) OTt[i] = 0.0f;
+    for (size_t i = 0; i < tf; i++) OTe[i] = 0.0f;
     SLC_FOR_GROUPS(s, csr, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_forward(OTt, m, l, QTt, hb, k + kvoff, v + kvoff, ks, rr, tt, nr,
-                                                 blo, bhi, Dh_)));
-    HB_DISPATCH(hb, DISPATCH_DH(Dh, tile_output(o, lse, OTt, m, l, row0, s->H, nt, hb_, Dh_)));
+                   DISPATCH_DH(Dh, group_run(OTe, m, l, QTe, hb, k + kvoff, v + kvoff, ks, rr, tt, nr, blo, bhi,
+                                             Dh_)));
+    // o = OT / l and lse = m + log l per row; a row with no selected key gets o = 0, lse = -inf.
+    for (int r0 = 0; r0 < rows; r0 += SLC_V) {
+        const int n = nsa_imin(SLC_V, rows - r0);
+        float inv[SLC_V];
+        slc_row_ptrs(ptr, o, row0, s->H, hb, r0, n, Dh);
+        for (int r = 0; r < n; r++) {
+            const int rt = r0 + r;
+            inv[r] = l[rt] > 0.0f ? 1.0f / l[rt] : 0.0f;
+            lse[row0 + (size_t)(rt / hb) * s->H + rt % hb] = l[rt] > 0.0f ? m[rt] + logf(l[rt]) : -INFINITY;
+        }
+        DISPATCH_DH(Dh, rows_from_cols(ptr, OTe + slc_at(r0, Dh), SLC_V, inv, n, Dh_));
+    }
 }
 
 void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                           const int32_t *idx, const NsaShape *s) {
     const SlcGrid gr = slc_grid(s);
     const long tasks = (long)s->B * s->G * gr.nhc * gr.nqp;
+    const size_t tf = slc_tile_floats(gr.qp * gr.hb, s->Dh);
 #pragma omp parallel
     {
-        float *scratch = nsa_malloc(2 * SLC_TILE_FLOATS * sizeof(float));  // QTt, OTt
+        float *scratch = nsa_malloc(2 * tf * sizeof(float));  // QTe, OTe
         int *csr = nsa_malloc(slc_union_ints(s) * sizeof(int));
 #pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < tasks; task++) {
