@@ -356,13 +356,10 @@ KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, floa
             rows_axpy(dqp + r0, dSm + j0, m, kp[0] + (size_t)j0 * ks, ks, imin(j1, nk) - j0, Dh);
         }
     }
-    for (int j = 0; j < nk; j++) {
-        float *dkj = dk + (size_t)(k0 + j) * dks, *dvj = dv + (size_t)(k0 + j) * dks;
-        for (int e = 0; e < Dh; e++) {
-            dkj[e] += dKT[e * L + j];
-            dvj[e] += dVT[e * L + j];
-        }
-    }
+    float *dkp[L], *dvp[L];
+    for (int j = 0; j < nk; j++) dkp[j] = dk + (size_t)(k0 + j) * dks, dvp[j] = dv + (size_t)(k0 + j) * dks;
+    rows_add_cols(dkp, dKT, L, nk, Dh);  // dk_j += dKT[.][j]
+    rows_add_cols(dvp, dVT, L, nk, Dh);
 }
 
 void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,

@@ -35,6 +35,12 @@ KERNEL cols_from_rows_ref(float *restrict XT, size_t xs, const float *const *row
         for (int e = 0; e < Dh; e++) XT[e * xs + l] = rows[l][e] * mul;
 }
 
+// rows[l][e] += XT[e * xs + l] for l < n: a transposed accumulator added into rows.
+KERNEL rows_add_cols_ref(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
+    for (int l = 0; l < n; l++)
+        for (int e = 0; e < Dh; e++) rows[l][e] += XT[e * xs + l];
+}
+
 // rows[l][e] = XT[e * xs + l] * mul[l] for l < n: the way back.
 KERNEL rows_from_cols_ref(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
     for (int l = 0; l < n; l++)
@@ -187,6 +193,19 @@ KERNEL cols_from_rows_512(float *restrict XT, size_t xs, const float *const *row
             for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps(XT + (e0 + i) * xs + l0, keep, r[i]);
         }
     }
+}
+
+// rows_add_cols_ref in 16 x 16 register blocks, the same additions; reads whole vectors
+// of lanes as rows_from_cols_512 does.
+KERNEL rows_add_cols_512(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
+    for (int l0 = 0; l0 < n; l0 += 16)
+        for (int e0 = 0; e0 < Dh; e0 += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(XT + (e0 + i) * xs + l0);
+            tr16x16(r);
+            for (int i = 0; i < 16 && l0 + i < n; i++)
+                _mm512_storeu_ps(rows[l0 + i] + e0, _mm512_add_ps(_mm512_loadu_ps(rows[l0 + i] + e0), r[i]));
+        }
 }
 
 // rows_from_cols in 16 x 16 register blocks, the same products; a short last block reads
@@ -360,6 +379,17 @@ KERNEL rows_from_cols(float *const *rows, const float *restrict XT, size_t xs, c
     }
 #endif
     rows_from_cols_ref(rows, XT, xs, mul, n, Dh);
+}
+
+// As rows_from_cols (xs the same condition).
+KERNEL rows_add_cols(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
+#if LANES_HAVE_512
+    if (lanes_512() && Dh % 16 == 0) {
+        rows_add_cols_512(rows, XT, xs, n, Dh);
+        return;
+    }
+#endif
+    rows_add_cols_ref(rows, XT, xs, n, Dh);
 }
 
 // XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes of the 64.
