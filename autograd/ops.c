@@ -154,7 +154,15 @@ static Tensor *binary(Graph *g, const char *op, BackwardFn bwd, Tensor *a, Tenso
 }
 
 static void add_bwd(Graph *g, Node *n) {
-    add_backward(tensor_grad(g, n->in[0]), tensor_grad(g, n->in[1]), n->out->grad, n->out->size);
+    Tensor *a = n->in[0], *b = n->in[1];
+    if (a == b) {  // y = x + x: one buffer receives dy twice
+        add_backward(tensor_grad(g, a), tensor_grad(g, a), n->out->grad, n->out->size);
+        return;
+    }
+    // The residual stream's adds meet both gradients first: writing them saves zeroing them.
+    int fa, fb;
+    float *da = tensor_grad_fresh(g, a, &fa), *db = tensor_grad_fresh(g, b, &fb);
+    add_backward_fresh(da, fa, db, fb, n->out->grad, n->out->size);
 }
 
 Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {

@@ -70,6 +70,25 @@ void add_forward(float *y, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
+// d = (fresh ? +0 : d) + dy for each of da, db (NULL: skipped; distinct buffers). A fresh
+// gradient is written without being zeroed first, with the bits zeroing and adding gave
+// (+0 + -0 = +0).
+void add_backward_fresh(float *da, int fa, float *db, int fb, const float *dy, int64_t n) {
+    if (da && db) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            da[i] = (fa ? 0.0f : da[i]) + dy[i];
+            db[i] = (fb ? 0.0f : db[i]) + dy[i];
+        }
+        return;
+    }
+    float *d = da ? da : db;
+    const int f = da ? fa : fb;
+    if (!d) return;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) d[i] = (f ? 0.0f : d[i]) + dy[i];
+}
+
 // da and db may be the same buffer (y = x + x): each gets dy once, in that order.
 void add_backward(float *da, float *db, const float *dy, int64_t n) {
     float *d[2] = {da, db};

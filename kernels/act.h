@@ -14,5 +14,6 @@ void swiglu_backward(float *da, float *db, int acc, const float *dy, const float
 // y = a + b
 void add_forward(float *y, const float *a, const float *b, int64_t n);
 void add_backward(float *da, float *db, const float *dy, int64_t n);
+void add_backward_fresh(float *da, int fa, float *db, int fb, const float *dy, int64_t n);
 
 #endif

@@ -102,6 +102,21 @@ Test(act, add) {
         bad += y[i] != in.a[i] + in.b[i] || da[i] != in.da0[i] + in.dy[i] || db[i] != in.db0[i] + in.dy[i] ||
                dxx[i] != (in.da0[i] + in.dy[i]) + in.dy[i];
     cr_expect_eq(bad, 0, "%d elements differ from the float sums", bad);
-    free(y), free(da), free(db), free(dxx);
+    // The fresh form: a fresh buffer (garbage there) gets the bits of adding dy to zeros,
+    // -0 included; a kept one accumulates; either may be alone.
+    float *fa = kref_zeros(N), *fb = kref_copy(in.db0, N), *za = kref_zeros(N), *zb = kref_copy(in.db0, N);
+    for (int i = 0; i < N; i++) fa[i] = NAN;
+    float *dy0 = kref_copy(in.dy, N);
+    dy0[0] = -0.0f, dy0[1] = 0.0f;
+    add_backward(za, zb, dy0, N);
+    add_backward_fresh(fa, 1, fb, 0, dy0, N);
+    cr_expect(memcmp(fa, za, N * 4) == 0 && memcmp(fb, zb, N * 4) == 0, "fresh + kept vs zeros + add");
+    for (int i = 0; i < N; i++) fa[i] = NAN;
+    add_backward_fresh(NULL, 0, fa, 1, dy0, N);
+    cr_expect(memcmp(fa, za, N * 4) == 0, "fresh alone");
+    add_backward_fresh(fb, 0, NULL, 1, dy0, N);
+    add_backward(zb, NULL, dy0, N);
+    cr_expect(memcmp(fb, zb, N * 4) == 0, "kept alone");
+    free(y), free(da), free(db), free(dxx), free(fa), free(fb), free(za), free(zb), free(dy0);
     free_inputs(&in);
 }
