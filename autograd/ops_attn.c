@@ -231,7 +231,11 @@ Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *id
 
 static void gate_combine_bwd(Graph *g, Node *n) {
     Tensor *z = n->in[0], *oc = n->in[1], *os = n->in[2], *ow = n->in[3];
-    gate_backward(tensor_grad(g, z), tensor_grad(g, oc), tensor_grad(g, os), tensor_grad(g, ow),
+    // The branch outputs' gradients start here: written fresh rather than zeroed and added.
+    int f[4];
+    float *dz = tensor_grad_fresh(g, z, &f[0]), *doc = tensor_grad_fresh(g, oc, &f[1]);
+    float *dos = tensor_grad_fresh(g, os, &f[2]), *dow = tensor_grad_fresh(g, ow, &f[3]);
+    gate_backward(dz, doc, dos, dow, f[0] | f[1] << 1 | f[2] << 2 | f[3] << 3,
                   n->out->grad, z->data, oc->data, os->data, ow->data, z->shape[0], n->iarg[0], n->iarg[1],
                   (GateAct)n->iarg[2]);
 }

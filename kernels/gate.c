@@ -47,11 +47,12 @@ void gate_forward(float *y, const float *z, const float *oc, const float *os, co
         }
 }
 
-void gate_backward(float *dz, float *doc, float *dos, float *dow, const float *dy, const float *z,
+void gate_backward(float *dz, float *doc, float *dos, float *dow, int fresh, const float *dy, const float *z,
                    const float *oc, const float *os, const float *ow, int64_t rows, int64_t H,
                    int64_t dh, GateAct act) {
     const float *o[3] = {oc, os, ow};
     float *dO[3] = {doc, dos, dow};
+    const int fz = fresh & 1, fo[3] = {fresh >> 1 & 1, fresh >> 2 & 1, fresh >> 3 & 1};
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * 3 * H;
@@ -62,15 +63,23 @@ void gate_backward(float *dz, float *doc, float *dos, float *dow, const float *d
             for (int b = 0; b < 3; b++) {
                 const float *ob = o[b] + (r * H + h) * dh;
                 dg[b] = nsa_dot16(dyh, ob, dh);
-                if (dO[b])
-                    for (int64_t e = 0; e < dh; e++) dO[b][(r * H + h) * dh + e] += gw[b] * dyh[e];
+                if (dO[b]) {
+                    float *d = dO[b] + (r * H + h) * dh;
+                    for (int64_t e = 0; e < dh; e++) d[e] = (fo[b] ? 0.0f : d[e]) + gw[b] * dyh[e];
+                }
             }
             if (!dz) continue;
             if (act == GATE_SOFTMAX) {  // d softmax: g_b (dg_b − Σ_c g_c dg_c)
                 float mean = gw[0] * dg[0] + gw[1] * dg[1] + gw[2] * dg[2];
-                for (int b = 0; b < 3; b++) dz[r * 3 * H + b * H + h] += gw[b] * (dg[b] - mean);
+                for (int b = 0; b < 3; b++) {
+                    float *d = dz + r * 3 * H + b * H + h;
+                    *d = (fz ? 0.0f : *d) + gw[b] * (dg[b] - mean);
+                }
             } else {                    // d sigmoid: g (1 − g)
-                for (int b = 0; b < 3; b++) dz[r * 3 * H + b * H + h] += dg[b] * gw[b] * (1.0f - gw[b]);
+                for (int b = 0; b < 3; b++) {
+                    float *d = dz + r * 3 * H + b * H + h;
+                    *d = (fz ? 0.0f : *d) + dg[b] * gw[b] * (1.0f - gw[b]);
+                }
             }
         }
     }

@@ -15,8 +15,10 @@ void gate_weights_forward(float *gw, const float *z, int64_t rows, int64_t H, Ga
 // y = g_cmp · oc + g_slc · os + g_win · ow, per (row, head).
 void gate_forward(float *y, const float *z, const float *oc, const float *os, const float *ow,
                   int64_t rows, int64_t H, int64_t dh, GateAct act);
-// dz, doc, dos, dow += their gradients; any may be NULL (not wanted).
-void gate_backward(float *dz, float *doc, float *dos, float *dow, const float *dy, const float *z,
+// dz, doc, dos, dow += their gradients; any may be NULL (not wanted). Bit i of `fresh`
+// (dz, doc, dos, dow in that order) marks a buffer as fresh: written as +0 + its gradient,
+// the bits of zeroing it first, without reading it.
+void gate_backward(float *dz, float *doc, float *dos, float *dow, int fresh, const float *dy, const float *z,
                    const float *oc, const float *os, const float *ow, int64_t rows, int64_t H,
                    int64_t dh, GateAct act);
 

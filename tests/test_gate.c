@@ -34,7 +34,7 @@ static void check(GateAct act, uint64_t seed) {
         for (int b = 0; b < 3; b++) dO[run][b] = kref_copy(do0[b], NO);
         gate_weights_forward(gw[run], z, ROWS, H, act);
         gate_forward(y[run], z, o[0], o[1], o[2], ROWS, H, DH, act);
-        gate_backward(dz[run], dO[run][0], dO[run][1], dO[run][2], dy, z, o[0], o[1], o[2], ROWS, H, DH, act);
+        gate_backward(dz[run], dO[run][0], dO[run][1], dO[run][2], 0, dy, z, o[0], o[1], o[2], ROWS, H, DH, act);
     }
     double *rgw = kref_dzeros(NZ), *ry = kref_dzeros(NO), *rdz = kref_dzeros(NZ), *rdo[3];
     for (int b = 0; b < 3; b++) rdo[b] = kref_dzeros(NO);
@@ -70,6 +70,22 @@ static void check(GateAct act, uint64_t seed) {
                memcmp(dz[0], dz[1], NZ * 4) == 0;
     for (int b = 0; b < 3; b++) same &= memcmp(dO[0][b], dO[1][b], NO * 4) == 0;
     cr_expect(same, "gate differs between 1 and 2 threads");
+    // Fresh buffers (NaN there) get the bits of accumulating into zeros, each flag alone.
+    for (int bit = 0; bit < 4; bit++) {
+        float *zb[4], *fb[4];
+        for (int i = 0; i < 4; i++) {
+            const int n = i == 0 ? NZ : NO;
+            zb[i] = kref_zeros(n), fb[i] = kref_zeros(n);
+            if (i == bit)
+                for (int j = 0; j < n; j++) fb[i][j] = NAN;
+        }
+        gate_backward(zb[0], zb[1], zb[2], zb[3], 0, dy, z, o[0], o[1], o[2], ROWS, H, DH, act);
+        gate_backward(fb[0], fb[1], fb[2], fb[3], 1 << bit, dy, z, o[0], o[1], o[2], ROWS, H, DH, act);
+        for (int i = 0; i < 4; i++) {
+            cr_expect(memcmp(zb[i], fb[i], (size_t)(i == 0 ? NZ : NO) * 4) == 0, "fresh bit %d, buffer %d", bit, i);
+            free(zb[i]), free(fb[i]);
+        }
+    }
     for (int run = 0; run < 2; run++) {
         free(gw[run]), free(y[run]), free(dz[run]);
         for (int b = 0; b < 3; b++) free(dO[run][b]);
