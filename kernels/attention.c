@@ -180,7 +180,9 @@ KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const 
             const int s = s0 + j;
 #pragma omp simd
             for (int r = 0; r < L; r++) {
-                float x = s >= lo[r] && s < hi[r] ? S[j * L + r] : -INFINITY;
+                // Load, then select: with the load under && gcc made it a masked gather.
+                const float y = S[j * L + r];
+                const float x = (s >= lo[r]) & (s < hi[r]) ? y : -INFINITY;
                 S[j * L + r] = x;
                 mx[r] = x > mx[r] ? x : mx[r];
             }
@@ -398,7 +400,8 @@ KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q,
         const int s = k0 + j;
 #pragma omp simd
         for (int r = 0; r < L; r++) {
-            const float x = s >= lo[r] && s < hi[r] ? P[j * L + r] : -INFINITY;
+            const float y = P[j * L + r];  // loaded unconditionally, as in fwd_chunk
+            const float x = (s >= lo[r]) & (s < hi[r]) ? y : -INFINITY;
             mx[r] = x > mx[r] ? x : mx[r];
         }
     }
@@ -414,7 +417,7 @@ KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q,
 #pragma omp simd
         for (int r = 0; r < L; r++) {
             const float p = attn_expf(P[j * L + r] - base[r]) * f[r];
-            P[j * L + r] = s >= lo[r] && s < hi[r] ? p : 0.0f;
+            P[j * L + r] = (s >= lo[r]) & (s < hi[r]) ? p : 0.0f;
         }
     }
 }
