@@ -181,9 +181,14 @@ Test(nsa_select, forced_and_ties) {
 // number of compressed blocks scores the same. The fused kernel (vectorised entry test across
 // a tile's positions) must pick exactly what the separate selection's scalar scan picks:
 // forced blocks, then the lowest ids among equals.
+// Case 2 adds what a best list must do with ties once it is full: keys 0.. score 0 (ties),
+// the last compressed keys score higher, so later blocks beat the tied ones already listed
+// and must push out the highest id among them (a list that put a later tie before an
+// earlier one would drop the lowest instead).
 Test(nsa_select, fused_ties_match_separate) {
-    NsaShape shapes[2] = {kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), kref_nsa_shape(2, 300, 4, 4, 16, 16, 8, 16, 5)};
-    for (int c = 0; c < 2; c++) {
+    NsaShape shapes[3] = {kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), kref_nsa_shape(2, 300, 4, 4, 16, 16, 8, 16, 5),
+                          kref_nsa_shape(1, 2048, 8, 2, 32, 32, 16, 64, 16)};
+    for (int c = 0; c < 3; c++) {
         NsaShape s = shapes[c];
         const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, n = s.slc_topn, Nc = nsa_n_cmp(&s);
         Rng r;
@@ -194,15 +199,28 @@ Test(nsa_select, fused_ties_match_separate) {
         float *lse2 = kref_zeros((size_t)B * T * H);
         int32_t *idx = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t)), *idx2 = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t));
         void *w = nsa_malloc(nsa_select_work_bytes(&s)), *w2 = nsa_malloc(nsa_cmp_select_work_bytes(&s));
+        if (c == 2) {  // q = 1, kc = 0 but for the last 64 of 127 compressed keys (blocks 16 ..)
+            for (size_t i = 0; i < nq; i++) q[i] = 1.0f;
+            for (int i = 0; i < Nc; i++)
+                for (int e = 0; e < G * Dh; e++) kc[(size_t)i * G * Dh + e] = i >= Nc - 64 ? 0.05f : 0.0f;
+        }
         nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
         nsa_select(idx, q, kc, lse, w, &s);
         nsa_cmp_attn_select_forward(o2, lse2, idx2, q, kc, vc, w2, &s);
         cr_expect(memcmp(idx, idx2, (size_t)B * T * G * n * sizeof(int32_t)) == 0, "shape %d: fused idx differs", c);
         // The tie rule, spelled out at the last position: forced 0, jt-1, jt, then 1, 2, ...
-        const int t = T - 1, jt = t / s.slc_block;
+        // Case 2 at position 1100 (jt = 17): forced 0, 16, 17; block 15 straddles a higher
+        // key and enters last, pushing the highest of the tied 1 .. 14 out: 1 .. 12 stay.
+        const int t = c == 2 ? 1100 : T - 1, jt = t / s.slc_block;
         const int32_t *row = idx2 + ((size_t)t * G) * n;
-        cr_expect(row[0] == 0 && row[1] == 1 && row[n - 2] == jt - 1 && row[n - 1] == jt, "shape %d: %d %d .. %d %d",
-                  c, row[0], row[1], row[n - 2], row[n - 1]);
+        if (c < 2) {
+            cr_expect(row[0] == 0 && row[1] == 1 && row[n - 2] == jt - 1 && row[n - 1] == jt,
+                      "shape %d: %d %d .. %d %d", c, row[0], row[1], row[n - 2], row[n - 1]);
+        } else {
+            int ok = 1;
+            for (int a = 0; a < n; a++) ok &= row[a] == (a <= 12 ? a : a + 2);
+            cr_expect(ok, "case 2: %d %d .. %d %d %d", row[0], row[1], row[13], row[14], row[15]);
+        }
         free(q), free(kc), free(vc), free(o), free(lse), free(o2), free(lse2), free(idx), free(idx2), free(w), free(w2);
     }
 }
