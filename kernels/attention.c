@@ -182,7 +182,7 @@ KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const 
             for (int r = 0; r < L; r++) {
                 // Load, then select: with the load under && gcc made it a masked gather.
                 const float y = S[j * L + r];
-                const float x = (s >= lo[r]) & (s < hi[r]) ? y : -INFINITY;
+                const float x = ((s >= lo[r]) & (s < hi[r])) ? y : -INFINITY;
                 S[j * L + r] = x;
                 mx[r] = x > mx[r] ? x : mx[r];
             }
@@ -401,7 +401,7 @@ KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q,
 #pragma omp simd
         for (int r = 0; r < L; r++) {
             const float y = P[j * L + r];  // loaded unconditionally, as in fwd_chunk
-            const float x = (s >= lo[r]) & (s < hi[r]) ? y : -INFINITY;
+            const float x = ((s >= lo[r]) & (s < hi[r])) ? y : -INFINITY;
             mx[r] = x > mx[r] ? x : mx[r];
         }
     }
@@ -417,7 +417,7 @@ KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q,
 #pragma omp simd
         for (int r = 0; r < L; r++) {
             const float p = attn_expf(P[j * L + r] - base[r]) * f[r];
-            P[j * L + r] = (s >= lo[r]) & (s < hi[r]) ? p : 0.0f;
+            P[j * L + r] = ((s >= lo[r]) & (s < hi[r])) ? p : 0.0f;
         }
     }
 }
