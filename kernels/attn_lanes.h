@@ -326,6 +326,23 @@ static inline int lanes_512(void) {
     return LANES_HAVE_512 && nsa_cpu.attn_path != ATTN_PATH_REF;
 }
 
+// `fast` where the AVX-512 twins are chosen (lanes_512()) and `cond` holds, else `ref`.
+#if LANES_HAVE_512
+#define LANES_PICK(cond, fast, ref)      \
+    do {                                 \
+        if (lanes_512() && (cond)) {     \
+            fast;                        \
+        } else {                         \
+            ref;                         \
+        }                                \
+    } while (0)
+#else
+#define LANES_PICK(cond, fast, ref) \
+    do {                            \
+        ref;                        \
+    } while (0)
+#endif
+
 // NV_ = nv (1..4) as a literal, so that the AVX-512 twins keep their accumulators in registers.
 #define LANES_NV(nv, call)                  \
     switch (nv) {                           \
@@ -340,56 +357,28 @@ static inline int lanes_512(void) {
 // only add fmaf(0, x, acc) = acc, so the results have the same bits as the 64-lane call.
 KERNEL lanes_dot_part(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh, int vb,
                       int nv) {
-#if LANES_HAVE_512
-    if (lanes_512()) {
-        LANES_NV(nv, lanes_dot_512(Y, XT, rows, n, Dh, vb, NV_));
-        return;
-    }
-#endif
-    lanes_dot_ref(Y, XT, rows, n, Dh, vb, nv);
+    LANES_PICK(1, LANES_NV(nv, lanes_dot_512(Y, XT, rows, n, Dh, vb, NV_)), lanes_dot_ref(Y, XT, rows, n, Dh, vb, nv));
 }
 
 KERNEL lanes_axpy_part(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh, int vb,
                        int nv) {
-#if LANES_HAVE_512
-    if (lanes_512()) {
-        LANES_NV(nv, lanes_axpy_512(AccT, W, rows, n, Dh, vb, NV_));
-        return;
-    }
-#endif
-    lanes_axpy_ref(AccT, W, rows, n, Dh, vb, nv);
+    LANES_PICK(1, LANES_NV(nv, lanes_axpy_512(AccT, W, rows, n, Dh, vb, NV_)),
+               lanes_axpy_ref(AccT, W, rows, n, Dh, vb, nv));
 }
 
+// The transposes need Dh a multiple of 16.
 KERNEL cols_from_rows(float *restrict XT, size_t xs, const float *const *rows, int n, int Dh, float mul) {
-#if LANES_HAVE_512
-    if (lanes_512() && Dh % 16 == 0) {
-        cols_from_rows_512(XT, xs, rows, n, Dh, mul);
-        return;
-    }
-#endif
-    cols_from_rows_ref(XT, xs, rows, n, Dh, mul);
+    LANES_PICK(Dh % 16 == 0, cols_from_rows_512(XT, xs, rows, n, Dh, mul), cols_from_rows_ref(XT, xs, rows, n, Dh, mul));
 }
 
 // xs - n >= 16 - n % 16 when n is not a multiple of 16 (the last block reads whole vectors).
 KERNEL rows_from_cols(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
-#if LANES_HAVE_512
-    if (lanes_512() && Dh % 16 == 0) {
-        rows_from_cols_512(rows, XT, xs, mul, n, Dh);
-        return;
-    }
-#endif
-    rows_from_cols_ref(rows, XT, xs, mul, n, Dh);
+    LANES_PICK(Dh % 16 == 0, rows_from_cols_512(rows, XT, xs, mul, n, Dh), rows_from_cols_ref(rows, XT, xs, mul, n, Dh));
 }
 
 // As rows_from_cols (xs the same condition).
 KERNEL rows_add_cols(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
-#if LANES_HAVE_512
-    if (lanes_512() && Dh % 16 == 0) {
-        rows_add_cols_512(rows, XT, xs, n, Dh);
-        return;
-    }
-#endif
-    rows_add_cols_ref(rows, XT, xs, n, Dh);
+    LANES_PICK(Dh % 16 == 0, rows_add_cols_512(rows, XT, xs, n, Dh), rows_add_cols_ref(rows, XT, xs, n, Dh));
 }
 
 // XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes of the 64.
@@ -405,34 +394,16 @@ KERNEL lanes_untranspose(float *const *rows, const float *restrict XT, const flo
 }
 
 KERNEL lanes_dot(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh) {
-#if LANES_HAVE_512
-    if (lanes_512()) {
-        lanes_dot_512(Y, XT, rows, n, Dh, 0, 4);
-        return;
-    }
-#endif
-    lanes_dot_ref(Y, XT, rows, n, Dh, 0, 4);
+    LANES_PICK(1, lanes_dot_512(Y, XT, rows, n, Dh, 0, 4), lanes_dot_ref(Y, XT, rows, n, Dh, 0, 4));
 }
 
 KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *const *rows, int n, int Dh) {
-#if LANES_HAVE_512
-    if (lanes_512()) {
-        lanes_axpy_512(AccT, W, rows, n, Dh, 0, 4);
-        return;
-    }
-#endif
-    lanes_axpy_ref(AccT, W, rows, n, Dh, 0, 4);
+    LANES_PICK(1, lanes_axpy_512(AccT, W, rows, n, Dh, 0, 4), lanes_axpy_ref(AccT, W, rows, n, Dh, 0, 4));
 }
 
 KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
                  int Dh) {
-#if LANES_HAVE_512
-    if (lanes_512() && Dh % 16 == 0 && Dh <= 256) {
-        rows_axpy_512(Y, P, n, X, xs, nk, Dh);
-        return;
-    }
-#endif
-    rows_axpy_ref(Y, P, n, X, xs, nk, Dh);
+    LANES_PICK(Dh % 16 == 0 && Dh <= 256, rows_axpy_512(Y, P, n, X, xs, nk, Dh), rows_axpy_ref(Y, P, n, X, xs, nk, Dh));
 }
 
 #endif
