@@ -195,29 +195,21 @@ KERNEL cols_from_rows_512(float *restrict XT, size_t xs, const float *const *row
     }
 }
 
-// rows_add_cols_ref in 16 x 16 register blocks, the same additions; reads whole vectors
-// of lanes as rows_from_cols_512 does.
-KERNEL rows_add_cols_512(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
+// rows_from_cols (ADD 0) or rows_add_cols (ADD 1, mul unused) in 16 x 16 register blocks,
+// the same products or additions; a short last block reads all 16 lanes (xs leaves room)
+// and stores its n rows.
+KERNEL rows_out_512(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh,
+                    int ADD) {
     for (int l0 = 0; l0 < n; l0 += 16)
         for (int e0 = 0; e0 < Dh; e0 += 16) {
             __m512 r[16];
             for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(XT + (e0 + i) * xs + l0);
             tr16x16(r);
-            for (int i = 0; i < 16 && l0 + i < n; i++)
-                _mm512_storeu_ps(rows[l0 + i] + e0, _mm512_add_ps(_mm512_loadu_ps(rows[l0 + i] + e0), r[i]));
-        }
-}
-
-// rows_from_cols in 16 x 16 register blocks, the same products; a short last block reads
-// all 16 lanes (xs leaves room) and stores its n rows.
-KERNEL rows_from_cols_512(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
-    for (int l0 = 0; l0 < n; l0 += 16)
-        for (int e0 = 0; e0 < Dh; e0 += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(XT + (e0 + i) * xs + l0);
-            tr16x16(r);
-            for (int i = 0; i < 16 && l0 + i < n; i++)
-                _mm512_storeu_ps(rows[l0 + i] + e0, _mm512_mul_ps(r[i], _mm512_set1_ps(mul[l0 + i])));
+            for (int i = 0; i < 16 && l0 + i < n; i++) {
+                float *o = rows[l0 + i] + e0;
+                _mm512_storeu_ps(o, ADD ? _mm512_add_ps(_mm512_loadu_ps(o), r[i])
+                                        : _mm512_mul_ps(r[i], _mm512_set1_ps(mul[l0 + i])));
+            }
         }
 }
 
@@ -373,12 +365,12 @@ KERNEL cols_from_rows(float *restrict XT, size_t xs, const float *const *rows, i
 
 // xs - n >= 16 - n % 16 when n is not a multiple of 16 (the last block reads whole vectors).
 KERNEL rows_from_cols(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
-    LANES_PICK(Dh % 16 == 0, rows_from_cols_512(rows, XT, xs, mul, n, Dh), rows_from_cols_ref(rows, XT, xs, mul, n, Dh));
+    LANES_PICK(Dh % 16 == 0, rows_out_512(rows, XT, xs, mul, n, Dh, 0), rows_from_cols_ref(rows, XT, xs, mul, n, Dh));
 }
 
 // As rows_from_cols (xs the same condition).
 KERNEL rows_add_cols(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
-    LANES_PICK(Dh % 16 == 0, rows_add_cols_512(rows, XT, xs, n, Dh), rows_add_cols_ref(rows, XT, xs, n, Dh));
+    LANES_PICK(Dh % 16 == 0, rows_out_512(rows, XT, xs, NULL, n, Dh, 1), rows_add_cols_ref(rows, XT, xs, n, Dh));
 }
 
 // XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes of the 64.
