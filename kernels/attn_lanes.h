@@ -35,16 +35,12 @@ KERNEL cols_from_rows_ref(float *restrict XT, size_t xs, const float *const *row
         for (int e = 0; e < Dh; e++) XT[e * xs + l] = rows[l][e] * mul;
 }
 
-// rows[l][e] += XT[e * xs + l] for l < n: a transposed accumulator added into rows.
-KERNEL rows_add_cols_ref(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
+// The way back, for l < n: rows[l][e] = XT[e * xs + l] * mul[l] (ADD 0), or
+// rows[l][e] += XT[e * xs + l] (ADD 1, mul unused: a transposed accumulator added in).
+KERNEL rows_out_ref(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh,
+                    int ADD) {
     for (int l = 0; l < n; l++)
-        for (int e = 0; e < Dh; e++) rows[l][e] += XT[e * xs + l];
-}
-
-// rows[l][e] = XT[e * xs + l] * mul[l] for l < n: the way back.
-KERNEL rows_from_cols_ref(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
-    for (int l = 0; l < n; l++)
-        for (int e = 0; e < Dh; e++) rows[l][e] = XT[e * xs + l] * mul[l];
+        for (int e = 0; e < Dh; e++) rows[l][e] = ADD ? rows[l][e] + XT[e * xs + l] : XT[e * xs + l] * mul[l];
 }
 
 // The 64 lanes are walked as LANE_V consecutive lanes times 64 / LANE_V blocks (block loop
@@ -195,9 +191,8 @@ KERNEL cols_from_rows_512(float *restrict XT, size_t xs, const float *const *row
     }
 }
 
-// rows_from_cols (ADD 0) or rows_add_cols (ADD 1, mul unused) in 16 x 16 register blocks,
-// the same products or additions; a short last block reads all 16 lanes (xs leaves room)
-// and stores its n rows.
+// rows_out_ref in 16 x 16 register blocks, the same products or additions; a short last
+// block reads all 16 lanes (xs leaves room) and stores its n rows.
 KERNEL rows_out_512(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh,
                     int ADD) {
     for (int l0 = 0; l0 < n; l0 += 16)
@@ -363,14 +358,15 @@ KERNEL cols_from_rows(float *restrict XT, size_t xs, const float *const *rows, i
     LANES_PICK(Dh % 16 == 0, cols_from_rows_512(XT, xs, rows, n, Dh, mul), cols_from_rows_ref(XT, xs, rows, n, Dh, mul));
 }
 
-// xs - n >= 16 - n % 16 when n is not a multiple of 16 (the last block reads whole vectors).
+// rows[l][e] = XT[e * xs + l] * mul[l] for l < n; xs - n >= 16 - n % 16 when n is not a
+// multiple of 16 (the last block reads whole vectors).
 KERNEL rows_from_cols(float *const *rows, const float *restrict XT, size_t xs, const float *mul, int n, int Dh) {
-    LANES_PICK(Dh % 16 == 0, rows_out_512(rows, XT, xs, mul, n, Dh, 0), rows_from_cols_ref(rows, XT, xs, mul, n, Dh));
+    LANES_PICK(Dh % 16 == 0, rows_out_512(rows, XT, xs, mul, n, Dh, 0), rows_out_ref(rows, XT, xs, mul, n, Dh, 0));
 }
 
-// As rows_from_cols (xs the same condition).
+// rows[l][e] += XT[e * xs + l] for l < n (xs as for rows_from_cols).
 KERNEL rows_add_cols(float *const *rows, const float *restrict XT, size_t xs, int n, int Dh) {
-    LANES_PICK(Dh % 16 == 0, rows_out_512(rows, XT, xs, NULL, n, Dh, 1), rows_add_cols_ref(rows, XT, xs, n, Dh));
+    LANES_PICK(Dh % 16 == 0, rows_out_512(rows, XT, xs, NULL, n, Dh, 1), rows_out_ref(rows, XT, xs, NULL, n, Dh, 1));
 }
 
 // XT[e][l] = mul * rows[l][e] for l < n, 0 for the other lanes of the 64.

@@ -173,9 +173,10 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         for (int w = 0; w < nw; w++) bits[w] = 0;
         for (int a = 0; a < cnt[i]; a++) bits[o[a] / 64] |= (uint64_t)1 << (o[a] % 64);
         for (int a = 0; a < (kk[i] > 0 ? nb[i] : 0); a++) {
-            int32_t b = best[i][a];
 #if LANES_HAVE_512
-            if (vec) b = idv[i][a];
+            const int32_t b = vec ? idv[i][a] : best[i][a];  // the list the path kept
+#else
+            const int32_t b = best[i][a];
 #endif
             bits[b / 64] |= (uint64_t)1 << (b % 64);
         }
