@@ -158,17 +158,46 @@ KERNEL fwd_init(FwdState *st, const float *restrict q, const AttnTile *tl, int D
     for (int i = 0; i < Dh * L; i++) st->OT[i] = 0.0f;
 }
 
+// Pooling of a chunk's unnormalised probabilities (see attention.h): window j of the chunk
+// (windows first .. first + count - 1) sums p[k - k0][r] over its (m, nn) in order, keys
+// outside [k0, k0 + nk) skipped. 16 rows at a time, so the sum stays in a register.
+static inline __attribute__((always_inline)) void pool_chunk(float *restrict part, const float *restrict p,
+                                                            int k0, int nk, const AttnPool *pool) {
+    const int a = pool->a, bq = pool->bq, j0 = attn_pool_first(pool, k0);
+    const int nj = attn_pool_count(pool, k0, nk);
+    NSA_ASSERT(nj <= attn_pool_max(pool));
+    for (int jj = 0; jj < nj; jj++) {
+        const int cb = a * (j0 + jj) - (bq - 1) - k0;  // key of (m, nn) = (0, 0), chunk-relative
+        for (int r0 = 0; r0 < L; r0 += 16) {
+            float acc[16];
+            for (int i = 0; i < 16; i++) acc[i] = 0.0f;
+            for (int m = 0; m < a; m++)
+                for (int nn = 0; nn < bq; nn++) {
+                    const int c = cb + m + nn;
+                    if (c < 0 || c >= nk) continue;
+                    const float *x = p + (size_t)c * L + r0;
+#pragma omp simd
+                    for (int i = 0; i < 16; i++) acc[i] += x[i];
+                }
+            memcpy(part + (size_t)jj * L + r0, acc, sizeof acc);
+        }
+    }
+}
+
+void attn_pool_chunk(float *part, const float *p, int k0, int nk, const AttnPool *pool) {
+    pool_chunk(part, p, k0, nk, pool);
+}
+
 // One chunk of keys [s0, s0 + nk) (rows kp, vp), row r seeing [lo[r], hi[r]) of them.
-// sc (NULL: not kept) receives the chunk's probabilities before normalisation,
-// sc[s * L + r] = exp(score - base) for key s and row r (0 where masked), and bases[c * L + r]
-// the base of chunk c = s0 / L (chunks must start at multiples of L).
-KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const float *const *kp,
-                 const float *const *vp, int n, int s0, int nk, const int *lo, const int *hi, int Dh) {
-    float Sbuf[L * L], mx[L], base[L], corr[L], sum[L];
+// pool (NULL: none) pools the chunk's probabilities before normalisation, exp(score - base)
+// (0 where masked), into part + (s0 / L) * attn_pool_max * L (pool_chunk), and bases[c * L + r]
+// receives the base of chunk c = s0 / L (chunks must start at multiples of L).
+KERNEL fwd_chunk(FwdState *st, const AttnPool *pool, float *restrict part, float *restrict bases,
+                 const float *const *kp, const float *const *vp, int n, int s0, int nk, const int *lo,
+                 const int *hi, int Dh) {
+    float S[L * L], mx[L], base[L], corr[L], sum[L];
     float *restrict m = st->m, *restrict l = st->l, *restrict OT = st->OT;
-    // Kept probabilities are computed in place in sc rather than copied there afterwards.
-    if (sc) NSA_ASSERT(s0 % L == 0);
-    float *restrict S = sc ? sc + (size_t)s0 * L : Sbuf;
+    if (pool) NSA_ASSERT(s0 % L == 0);
     lanes_dot(S, st->QT, kp, nk, Dh);  // S[j][r] = q_r·k_j / sqrt(Dh)
     for (int r = 0; r < L; r++) mx[r] = m[r];
     if (chunk_full(lo, hi, n, s0, nk)) {
@@ -202,7 +231,10 @@ KERNEL fwd_chunk(FwdState *st, float *restrict sc, float *restrict bases, const 
             sum[r] += p;
         }
     }
-    if (sc) memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
+    if (pool) {
+        pool_chunk(part + (size_t)(s0 / L) * attn_pool_max(pool) * L, S, s0, nk, pool);
+        memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
+    }
     for (int r = 0; r < L; r++) l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
     for (int e = 0; e < Dh; e++)
 #pragma omp simd
@@ -220,8 +252,9 @@ KERNEL fwd_finish(float *restrict o, float *restrict lse, const FwdState *st, co
     lanes_untranspose(orow, st->OT, inv, tl->n, Dh);  // o_r = OT[.][r] / l_r
 }
 
-// sc, bases: see fwd_chunk.
-KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc, float *restrict bases,
+// pool, part, bases: see fwd_chunk.
+KERNEL tile_forward(float *restrict o, float *restrict lse, const AttnPool *pool, float *restrict part,
+                    float *restrict bases,
                     const float *restrict q, const float *restrict k, const float *restrict v,
                     size_t ks, const AttnTile *tl, AttnChunkIter next, void *ctx, int Dh) {
     float QT[Dh * L], OT[Dh * L];
@@ -232,7 +265,7 @@ KERNEL tile_forward(float *restrict o, float *restrict lse, float *restrict sc, 
     while (tile_chunk(next, ctx, tl->n, &s0, &nk, lo, hi)) {
         key_ptrs(kp, k, ks, s0, nk);
         key_ptrs(vp, v, ks, s0, nk);
-        fwd_chunk(&st, sc, bases, kp, vp, tl->n, s0, nk, lo, hi, Dh);
+        fwd_chunk(&st, pool, part, bases, kp, vp, tl->n, s0, nk, lo, hi, Dh);
     }
     fwd_finish(o, lse, &st, tl, Dh);
 }
@@ -268,7 +301,7 @@ KERNEL tiles_forward(float *restrict o, float *restrict lse, const float *restri
                 const int in = r < tls[i].n;
                 lo[r] = in ? tls[i].lo[r] : 0, hi[r] = in ? tls[i].hi[r] : 0;
             }
-            fwd_chunk(&st[i], NULL, NULL, kp, vp, tls[i].n, s0, imin(L, uhi[i] - s0), lo, hi, Dh);
+            fwd_chunk(&st[i], NULL, NULL, NULL, kp, vp, tls[i].n, s0, imin(L, uhi[i] - s0), lo, hi, Dh);
         }
     }
     for (int i = 0; i < ntl; i++) fwd_finish(o, lse, &st[i], &tls[i], Dh);
@@ -369,20 +402,31 @@ void attn_tile_forward(float *o, float *lse, const float *q, const float *k, con
                        int Dh) {
     RangeChunks rc;
     if (!next) range_chunks_init(&rc, tl), next = range_chunks_next, ctx = &rc;
-    DISPATCH_DH(Dh, tile_forward(o, lse, NULL, NULL, q, k, v, kv_stride, tl, next, ctx, Dh_));
+    DISPATCH_DH(Dh, tile_forward(o, lse, NULL, NULL, NULL, q, k, v, kv_stride, tl, next, ctx, Dh_));
 }
 
-void attn_tile_forward_probs(float *o, float *lse, float *probs, float *bases, const float *q, const float *k,
-                             const float *v, size_t kv_stride, const AttnTile *tl, int Dh) {
+void attn_tile_forward_pool(float *o, float *lse, float *part, float *bases, const AttnPool *pool, const float *q,
+                            const float *k, const float *v, size_t kv_stride, const AttnTile *tl, int Dh) {
     RangeChunks rc;
     range_chunks_init(&rc, tl);
     NSA_ASSERT(rc.s0 >= rc.uhi || rc.s0 == 0);  // chunks from key 0
-    DISPATCH_DH(Dh, tile_forward(o, lse, probs, bases, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
+    DISPATCH_DH(Dh, tile_forward(o, lse, pool, part, bases, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
 }
 
-KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q, const float *restrict lse,
-                  const float *restrict k, size_t ks, const AttnTile *tl, int k0, int nk, int Dh) {
-    float QT[Dh * L], lser[L], mx[L], f[L];
+void attn_pool_factors(float *fb, int nch, const float *lse, const AttnTile *tl) {
+    float lser[L];
+    for (int r = 0; r < L; r++) lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
+    for (int c = 0; c < nch; c++) {
+        float *f = fb + (size_t)c * L;
+#pragma omp simd
+        for (int r = 0; r < L; r++) f[r] = attn_expf(f[r] - lser[r]);
+    }
+}
+
+KERNEL tile_probs(float *restrict P, float *restrict f, float *restrict m, const float *restrict q,
+                  const float *restrict lse, const float *restrict k, size_t ks, const AttnTile *tl, int k0, int nk,
+                  int Dh) {
+    float QT[Dh * L], lser[L], mx[L];
     const float *qp[L], *kp[L];
     int lo[L], hi[L];
     NSA_ASSERT(nk > 0 && nk <= L);
@@ -416,15 +460,15 @@ KERNEL tile_probs(float *restrict P, float *restrict m, const float *restrict q,
         const int s = k0 + j;
 #pragma omp simd
         for (int r = 0; r < L; r++) {
-            const float p = attn_expf(P[j * L + r] - base[r]) * f[r];
+            const float p = attn_expf(P[j * L + r] - base[r]);
             P[j * L + r] = ((s >= lo[r]) & (s < hi[r])) ? p : 0.0f;
         }
     }
 }
 
-void attn_tile_probs(float *p, float *m, const float *q, const float *lse, const float *k,
+void attn_tile_probs(float *p, float *f, float *m, const float *q, const float *lse, const float *k,
                      size_t kv_stride, const AttnTile *tl, int k0, int nk, int Dh) {
-    DISPATCH_DH(Dh, tile_probs(p, m, q, lse, k, kv_stride, tl, k0, nk, Dh_));
+    DISPATCH_DH(Dh, tile_probs(p, f, m, q, lse, k, kv_stride, tl, k0, nk, Dh_));
 }
 
 void attn_keys_backward_dq(float *dk, float *dv, size_t dk_stride, float *dq, const float *k, const float *v,

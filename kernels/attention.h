@@ -81,15 +81,34 @@ typedef int (*AttnChunkIter)(void *ctx, int *k0, int *nk, int *lo, int *hi);
 void attn_tile_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                        size_t kv_stride, const AttnTile *tl, AttnChunkIter next, void *ctx,
                        int Dh);
-// The same over the rows' own ranges (next = NULL above), which must start at key 0, also
-// keeping what the selection needs: probs[s * ATTN_ROWS + r] = exp(q_r·k_s / sqrt(Dh) - base)
-// (0 where key s is outside row r's range) for every key s of the chunks visited, and
-// bases[c * ATTN_ROWS + r] = the base of chunk c (keys [64c, 64c + 64)): the running maximum
-// of the row's scores up to that chunk (0 while it has none). The selection probability is
-// then p = probs · exp(base - lse), one exp per row and chunk rather than per key, and
-// bit-identical to attn_tile_probs. o and lse as attn_tile_forward's.
-void attn_tile_forward_probs(float *o, float *lse, float *probs, float *bases, const float *q, const float *k,
-                             const float *v, size_t kv_stride, const AttnTile *tl, int Dh);
+// Pooling of probabilities into overlapping windows of keys (the NSA selection's Eq. 9, where
+// the keys are compressed blocks): window j holds the keys a·j − (bq − 1) + m + nn, m < a,
+// nn < bq, a key counted once per (m, nn) that reaches it. A chunk of keys [k0, k0 + nk)
+// touches windows attn_pool_first .. + attn_pool_count - 1 (at most attn_pool_max of them);
+// attn_pool_chunk writes, for each, part[jj][r] = the sum of p[k - k0][r] over the window's
+// (m, nn) in that order, keys outside the chunk skipped; p is [nk][ATTN_ROWS], part
+// [count][ATTN_ROWS].
+typedef struct {
+    int a, bq;
+} AttnPool;
+static inline int attn_pool_first(const AttnPool *p, int k0) { return k0 / p->a; }
+static inline int attn_pool_count(const AttnPool *p, int k0, int nk) {
+    return (k0 + nk + p->bq - 2) / p->a - k0 / p->a + 1;
+}
+static inline int attn_pool_max(const AttnPool *p) { return (ATTN_KEYS + p->bq - 2) / p->a + 2; }
+void attn_pool_chunk(float *part, const float *p, int k0, int nk, const AttnPool *pool);
+// attn_tile_forward over the rows' own ranges (next = NULL above), which must start at key 0,
+// also pooling what the selection needs. For each chunk c of keys [64c, 64c + 64) visited:
+// part + c · attn_pool_max · ATTN_ROWS gets attn_pool_chunk of p[s][r] = exp(q_r·k_s / sqrt(Dh)
+// − base) (0 where key s is outside row r's range), and bases[c * ATTN_ROWS + r] the base: the
+// running maximum of the row's scores up to that chunk (0 while it has none). A row's share
+// of the softmax is then p · exp(base − lse), one exp per row and chunk rather than per key,
+// and bit-identical to attn_tile_probs. o and lse as attn_tile_forward's.
+void attn_tile_forward_pool(float *o, float *lse, float *part, float *bases, const AttnPool *pool, const float *q,
+                            const float *k, const float *v, size_t kv_stride, const AttnTile *tl, int Dh);
+// The bases of nch chunks made those factors in place, once lse is known: fb[c][r] =
+// exp(fb[c][r] − lse_r) (lse_r = 0 where −inf or r >= tl->n), attn_tile_probs's f.
+void attn_pool_factors(float *fb, int nch, const float *lse, const AttnTile *tl);
 // Backward for keys [k0, k0 + nk), nk <= ATTN_KEYS, over the rows of the query tiles that
 // next() yields (it fills *tl, ranges included, and returns 1, or returns 0 when done), in
 // that order; the caller owns those rows' dq. P = exp(score - lse) and dS = P (dout·v - D) /
@@ -121,13 +140,14 @@ void attn_bwd_add_partials(float *dk, float *dv, const float *pk, const float *p
                            int nhc);
 
 // The softmax probabilities of a tile's rows recomputed from their saved lse, chunk by chunk
-// exactly as attn_tile_forward_probs derives them: for keys [k0, k0 + nk), nk <= ATTN_KEYS,
-// p[j][r] = exp(score - base_r) · exp(base_r - lse[r]), where base_r is the running maximum
-// m[r] of the row's visible scores over this and the earlier chunks (0 while none is
-// visible); 0 where key k0 + j is outside [tl->lo[r], tl->hi[r]). p is [nk][ATTN_ROWS].
-// m [ATTN_ROWS] is the caller's: -INFINITY before the first chunk (k0 = 0), then chunks in
-// ascending order of 64 keys.
-void attn_tile_probs(float *p, float *m, const float *q, const float *lse, const float *k,
+// exactly as attn_tile_forward_pool derives them, in two factors: for keys [k0, k0 + nk),
+// nk <= ATTN_KEYS, p[j][r] = exp(score − base_r) (0 where key k0 + j is outside
+// [tl->lo[r], tl->hi[r])) and f[r] = exp(base_r − lse[r]), where base_r is the running
+// maximum m[r] of the row's visible scores over this and the earlier chunks (0 while none is
+// visible); the probability is p · f. p is [nk][ATTN_ROWS], f [ATTN_ROWS]. m [ATTN_ROWS] is
+// the caller's: -INFINITY before the first chunk (k0 = 0), then chunks in ascending order of
+// 64 keys.
+void attn_tile_probs(float *p, float *f, float *m, const float *q, const float *lse, const float *k,
                      size_t kv_stride, const AttnTile *tl, int k0, int nk, int Dh);
 
 // D[r] = dout_r · o_r for `rows` rows of Dh floats (the softmax backward's row term).

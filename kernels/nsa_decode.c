@@ -1,6 +1,6 @@
 // nsa_decode.c: compressed attention and selection at a position offset, and compression
 // input from pool pages (see nsa_decode.h). The tiles, probabilities and top-n are training's
-// own (attn_tile_forward, attn_tile_probs, nsa_select_top), so a row computes what the full
+// own (attn_tile_forward, nsa_select_rows), so a row computes what the full
 // forward computes for it.
 #include "kernels/nsa_decode.h"
 
@@ -48,47 +48,34 @@ void nsa_cmp_decode_forward(float *o, float *lse, const float *q, const float *k
     }
 }
 
-// One task per (row, group); task i uses scratch slot i % NSA_DECODE_SLOTS, pg [Nc] then
-// ps [Ns], so a long prefill needs no more work memory than a decode step of as many tasks.
+// One task per (block of qb rows, group), as nsa_select tiles positions; task i uses scratch
+// slot i % NSA_DECODE_SLOTS, so a long prefill needs no more work memory than a decode step
+// of as many tasks. A row's choice does not depend on the rows it shares a task with.
 #define NSA_DECODE_SLOTS 32
 
+static long select_decode_tasks(int m, const NsaShape *s, int *qb) {
+    *qb = attn_grid(1, 1, s->H, s->G).qb;
+    return (long)(m + *qb - 1) / *qb * s->G;
+}
+
 size_t nsa_select_decode_work_bytes(int m, const NsaShape *s) {
-    const long tasks = (long)m * s->G, slots = tasks < NSA_DECODE_SLOTS ? tasks : NSA_DECODE_SLOTS;
-    return (size_t)slots * (nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
+    int qb;
+    const long tasks = select_decode_tasks(m, s, &qb), slots = tasks < NSA_DECODE_SLOTS ? tasks : NSA_DECODE_SLOTS;
+    return (size_t)slots * nsa_select_rows_floats(s) * sizeof(float);
 }
 
 void nsa_select_decode(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
                        int p0, int m, const NsaShape *s) {
     NSA_ASSERT(s->B == 1 && s->T == p0 + m);
-    const int H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
-    const int Nc = nsa_n_cmp(s), Ns = nsa_n_slc(s);
-    const size_t ks = (size_t)G * Dh;
-    const int hb = rep < ATTN_ROWS ? rep : ATTN_ROWS;
-    const long tasks = (long)m * G, slots = tasks < NSA_DECODE_SLOTS ? tasks : NSA_DECODE_SLOTS;
+    const int G = s->G, n = s->slc_topn;
+    int qb;
+    const long tasks = select_decode_tasks(m, s, &qb), slots = tasks < NSA_DECODE_SLOTS ? tasks : NSA_DECODE_SLOTS;
 #pragma omp parallel for schedule(static, 1)
     for (long slot = 0; slot < slots; slot++) {
-        float *pg = (float *)work + (size_t)slot * (Nc + Ns), *ps = pg + Nc;
-        float P[ATTN_KEYS * ATTN_ROWS];
+        float *scratch = (float *)work + (size_t)slot * nsa_select_rows_floats(s);
         for (long task = slot; task < tasks; task += slots) {
-            const int i = (int)(task / G), g = (int)(task % G), t = p0 + i;
-            const int nvis = nsa_cmp_visible(s, Nc, t);
-            for (int c = 0; c < Nc; c++) pg[c] = 0.0f;
-            // As nsa_select: chunks of compressed keys, heads added in head order.
-            for (int h0 = 0; h0 < rep; h0 += hb) {
-                const int nh = nsa_imin(hb, rep - h0);
-                AttnTile tl;
-                attn_tile_rows(&tl, 0, m, H, i, NULL, 1, g * rep + h0, nh);
-                for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nvis;
-                float mrun[ATTN_ROWS];
-                for (int r = 0; r < ATTN_ROWS; r++) mrun[r] = -INFINITY;
-                for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
-                    const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
-                    attn_tile_probs(P, mrun, q, lse, kc + (size_t)g * Dh, ks, &tl, c0, nk, Dh);
-                    for (int j = 0; j < nk; j++)
-                        for (int r = 0; r < tl.n; r++) pg[c0 + j] += P[j * ATTN_ROWS + r];
-                }
-            }
-            nsa_select_top(idx + ((size_t)i * G + g) * n, pg, ps, t, s);
+            const int i0 = (int)(task / G) * qb, g = (int)(task % G), nt = nsa_imin(qb, m - i0);
+            nsa_select_rows(idx + ((size_t)i0 * G + g) * n, q, kc, lse, 0, m, i0, nt, p0, g, scratch, s);
         }
     }
 }

@@ -14,8 +14,8 @@
 void nsa_cmp_decode_forward(float *o, float *lse, const float *q, const float *kc,
                             const float *vc, int p0, int m, const NsaShape *s);
 // idx [m, G, n]: the selection nsa_select makes for rows p0 .. p0 + m - 1 from the same
-// p_cmp (recomputed from q, kc and the compressed branch's lse, summed over the group's heads
-// in head order).
+// p_cmp (recomputed from q, kc and the compressed branch's lse, with the same order of sums:
+// nsa_select_rows).
 size_t nsa_select_decode_work_bytes(int m, const NsaShape *s);
 void nsa_select_decode(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
                        int p0, int m, const NsaShape *s);

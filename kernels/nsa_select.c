@@ -14,11 +14,25 @@
 // threads take part).
 #define NSA_SELECT_SLOTS 32
 
-// Tasks are (b, g, block of qb positions); task i uses scratch slot i % NSA_SELECT_SLOTS:
-// pg [qb][Nc] (p_cmp summed over the group's heads) and ps [Ns] (block scores).
-size_t nsa_select_work_bytes(const NsaShape *s) {
+// Eq. 9's overlap as a pooling of compressed blocks into selection blocks: block j pools
+// compressed blocks (l'/d)·j − (l/d − 1) + m + nn, m < l'/d, nn < l/d.
+static AttnPool select_pool(const NsaShape *s) {
+    return (AttnPool){.a = s->slc_block / s->cmp_stride, .bq = s->cmp_block / s->cmp_stride};
+}
+
+// The scratch of one task (b, g, block of qb positions), in floats: the pooled chunks part
+// [ceil(Nc / 64)][attn_pool_max][ATTN_ROWS], their factors f (or the forward's bases, made
+// factors in place) [ceil(Nc / 64)][ATTN_ROWS], and the block scores ps [Ns][qb]. Task i uses
+// slot i % NSA_SELECT_SLOTS.
+static size_t select_slot_floats(const NsaShape *s) {
     const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
-    return (size_t)NSA_SELECT_SLOTS * ((size_t)gr.qb * nsa_n_cmp(s) + nsa_n_slc(s)) * sizeof(float);
+    const AttnPool pool = select_pool(s);
+    const size_t nch = (size_t)(nsa_n_cmp(s) + ATTN_KEYS - 1) / ATTN_KEYS;
+    return nch * ATTN_ROWS * (attn_pool_max(&pool) + 1) + (size_t)gr.qb * nsa_n_slc(s);
+}
+
+size_t nsa_select_work_bytes(const NsaShape *s) {
+    return (size_t)NSA_SELECT_SLOTS * select_slot_floats(s) * sizeof(float);
 }
 
 // Top-n choice of position t from its block scores ps[j * sstride], j <= t / l' (Eq. 9-10
@@ -141,6 +155,18 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         const float *x = ps + (size_t)j * np;
         // Enters iff x >= 0 (not taken, not NaN) and, once the list is full, x > its last.
         uint64_t enter = 0;
+#if LANES_HAVE_512
+        if (lanes_512() && np % 16 == 0) {  // gcc kept the portable loop scalar
+            const __m512i jv = _mm512_set1_epi32(j);
+            for (int i = 0; i < np; i += 16) {
+                const __m512 xv = _mm512_loadu_ps(x + i);
+                const __mmask16 e = _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(nc + i), jv) &
+                                    _mm512_cmp_ps_mask(xv, _mm512_setzero_ps(), _CMP_GE_OQ) &
+                                    _mm512_cmp_ps_mask(xv, _mm512_loadu_ps(thr + i), _CMP_GT_OQ);
+                enter |= (uint64_t)e << i;
+            }
+        } else
+#endif
 #pragma omp simd reduction(| : enter)
         for (int i = 0; i < np; i++) enter |= (uint64_t)((j < nc[i]) & (x[i] >= 0.0f) & (x[i] > thr[i])) << i;
         while (enter) {
@@ -187,121 +213,129 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     free(bits), free(best), free(bs);
 }
 
-// Eq. 9 for positions of one tile at once: ps[j * np + i] = Σ_m Σ_nn pg[c * np + i] over
-// c = (l'/d)·j − (l/d − 1) + m + nn in [0, nvis), m then nn ascending, for j < ncand. pg
-// holds the group's summed p_cmp (Eq. 10: Eq. 9 is linear, so summing heads first is the
-// same), +0 at blocks a position cannot see, so one nvis (the tile's last position's)
-// serves every position with the same bits.
-static void select_scores(float *ps, const float *pg, int np, int ncand, int nvis, const NsaShape *s) {
-    const int a = s->slc_block / s->cmp_stride, bq = s->cmp_block / s->cmp_stride;
-    for (int j = 0; j < ncand; j++) {
-        float *acc = ps + (size_t)j * np;
-        for (int i = 0; i < np; i++) acc[i] = 0.0f;
-        const int c0 = a * j - (bq - 1);
-        for (int m = 0; m < a; m++)
-            for (int nn = 0; nn < bq; nn++) {
-                const int c = c0 + m + nn;
-                if (c < 0 || c >= nvis) continue;
-                const float *pc = pg + (size_t)c * np;
+// ps[j][i] += Σ_h ph[i * hb + h], heads in order (positions i < qb).
+static inline __attribute__((always_inline)) void add_heads(float *restrict ps, const float *restrict ph, int hb,
+                                                           int qb) {
+    for (int h = 0; h < hb; h++)
 #pragma omp simd
-                for (int i = 0; i < np; i++) acc[i] += pc[i];
-            }
-    }
+        for (int i = 0; i < qb; i++) ps[i] += ph[i * hb + h];
 }
 
-// See nsa_select.h (decoding calls it directly).
-void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s) {
-    select_scores(ps, pg, 1, t / s->slc_block + 1, nsa_cmp_visible(s, nsa_n_cmp(s), t), s);
-    select_topn(out, ps, 1, t, s);
+#if LANES_HAVE_512
+// add_heads for 4 heads and 16 positions (`small`'s GQA group) with the same additions in the
+// same order: the 64 row scores are deinterleaved by head with two-source permutes and
+// 128-bit lane shuffles, where gcc gathered them lane by lane. The selection tests hold it
+// to add_heads (NSA_ATTN_PATH=ref) bit for bit.
+static inline void add_heads4x16(float *restrict ps, const float *restrict ph) {
+    const __m512i even = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i odd = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512 v0 = _mm512_loadu_ps(ph), v1 = _mm512_loadu_ps(ph + 16), v2 = _mm512_loadu_ps(ph + 32),
+                 v3 = _mm512_loadu_ps(ph + 48);
+    const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
+    const __m512 c = _mm512_permutex2var_ps(v2, even, v3), d = _mm512_permutex2var_ps(v2, odd, v3);
+    // a: head 0 of positions 0-7 | head 1 of 0-7; c: the same for positions 8-15; b, d: heads 2, 3.
+    const __m512 h0 = _mm512_shuffle_f32x4(a, c, 0x44), h1 = _mm512_shuffle_f32x4(a, c, 0xEE);
+    const __m512 h2 = _mm512_shuffle_f32x4(b, d, 0x44), h3 = _mm512_shuffle_f32x4(b, d, 0xEE);
+    __m512 acc = _mm512_loadu_ps(ps);
+    acc = _mm512_add_ps(acc, h0);
+    acc = _mm512_add_ps(acc, h1);
+    acc = _mm512_add_ps(acc, h2);
+    acc = _mm512_add_ps(acc, h3);
+    _mm512_storeu_ps(ps, acc);
+}
+#endif
+
+static void heads_add(float *restrict ps, const float *restrict ph, int hb, int qb) {
+    LANES_PICK(hb == 4 && qb == 16, add_heads4x16(ps, ph), add_heads(ps, ph, hb, qb));
+}
+
+// Eq. 9 and 10 for the qb positions of a tile from its pooled chunks (attn_pool_chunk over
+// the rows' exp(score − base), f = exp(base − lse) per chunk and row): for each block
+// j < ncand and row r, v = Σ over the chunks touching j, ascending, of part · f (one fmaf
+// each, from +0), then ps[j][i] += v of the position's rows, heads in order. Chunks cover the
+// compressed blocks [0, nvis) (the tile's last position's): a block a row cannot see adds
+// exp(−inf) = +0 to its pool and a chunk past the row's blocks adds fmaf(+0, f, v) = v, so
+// a row's scores do not depend on the tile it is in.
+static void select_fold(float *restrict ps, int qb, const float *restrict part, const float *restrict f, int nvis,
+                        int ncand, int hb, const AttnPool *pool) {
+    const int a = pool->a, bq = pool->bq, jb = attn_pool_max(pool), L = ATTN_ROWS;
+#define imax(x, y) ((x) > (y) ? (x) : (y))
+    for (int j = 0; j < ncand; j++) {
+        float v[ATTN_ROWS];
+        for (int r = 0; r < L; r++) v[r] = 0.0f;
+        const int clo = imax(0, a * j - (bq - 1)), chi = nsa_imin(a * j + a - 1, nvis - 1);
+        for (int ch = clo / L; clo <= chi && ch <= chi / L; ch++) {
+            const int c0 = ch * L, jj = j - attn_pool_first(pool, c0);
+            NSA_ASSERT(jj >= 0 && jj < attn_pool_count(pool, c0, nsa_imin(L, nvis - c0)));
+            const float *pp = part + ((size_t)ch * jb + jj) * L, *ff = f + (size_t)ch * L;
+#pragma omp simd
+            for (int r = 0; r < L; r++) v[r] = fmaf(pp[r], ff[r], v[r]);
+        }
+        heads_add(ps + (size_t)j * qb, v, hb, qb);
+    }
+#undef imax
+}
+
+// Selection for nt <= qb consecutive query rows i0 .. of batch b of q (Tq rows a batch, row i
+// at position p0 + i) and KV group g: p_cmp recomputed from the saved lse chunk by chunk
+// (attn_tile_probs), pooled and folded as the fused forward does it, then select_topn per
+// position. The reference twin of nsa_cmp_attn_select_forward, and decoding's selection.
+static void select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0,
+                        int nt, int p0, int g, float *scratch, const NsaShape *s) {
+    const int H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn, Nc = nsa_n_cmp(s);
+    const size_t ks = (size_t)G * Dh;
+    const AttnGrid gr = attn_grid(1, 1, H, G);
+    const AttnPool pool = select_pool(s);
+    const int jb = attn_pool_max(&pool), nch = (Nc + ATTN_KEYS - 1) / ATTN_KEYS;
+    float *part = scratch, *f = part + (size_t)nch * jb * ATTN_ROWS, *ps = f + (size_t)nch * ATTN_ROWS;
+    const int tlast = p0 + i0 + nt - 1, nvis = nsa_cmp_visible(s, Nc, tlast), ncand = tlast / s->slc_block + 1;
+    const float *kcg = kc + ((size_t)b * Nc * G + g) * Dh;
+    NSA_ASSERT(nt >= 1 && nt <= gr.qb);
+    for (size_t i = 0; i < (size_t)ncand * gr.qb; i++) ps[i] = 0.0f;
+    float P[ATTN_KEYS * ATTN_ROWS];
+    for (int h0 = 0; h0 < rep; h0 += gr.hb) {
+        const int hb = nsa_imin(gr.hb, rep - h0);
+        AttnTile tl;
+        attn_tile_rows(&tl, b, Tq, H, i0, NULL, nt, g * rep + h0, hb);
+        for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, p0 + tl.t[r]);
+        float m[ATTN_ROWS];
+        for (int r = 0; r < ATTN_ROWS; r++) m[r] = -INFINITY;
+        for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
+            const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
+            attn_tile_probs(P, f + (size_t)c0, m, q, lse, kcg, ks, &tl, c0, nk, Dh);
+            attn_pool_chunk(part + (size_t)(c0 / ATTN_KEYS) * jb * ATTN_ROWS, P, c0, nk, &pool);
+        }
+        select_fold(ps, gr.qb, part, f, nvis, ncand, hb, &pool);
+    }
+    for (int i = 0; i < nt; i++) select_topn(out + (size_t)i * G * n, ps + i, (size_t)gr.qb, p0 + i0 + i, s);
+}
+
+size_t nsa_select_rows_floats(const NsaShape *s) { return select_slot_floats(s); }
+
+void nsa_select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0, int nt,
+                     int p0, int g, float *scratch, const NsaShape *s) {
+    select_rows(out, q, kc, lse, b, Tq, i0, nt, p0, g, scratch, s);
 }
 
 void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
                 const NsaShape *s) {
-    const int T = s->T, H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn;
-    const int Nc = nsa_n_cmp(s), Ns = nsa_n_slc(s);
-    const size_t ks = (size_t)G * Dh;
-    const AttnGrid gr = attn_grid(s->B, T, H, G);
+    const int T = s->T, G = s->G, n = s->slc_topn;
+    const AttnGrid gr = attn_grid(s->B, T, s->H, G);
     const long tasks = (long)s->B * G * gr.nqb;
 #pragma omp parallel for schedule(static, 1)
     for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
-        float *pg = (float *)work + (size_t)slot * ((size_t)gr.qb * Nc + Ns);
-        float *ps = pg + (size_t)gr.qb * Nc;
-        float P[ATTN_KEYS * ATTN_ROWS];
+        float *scratch = (float *)work + (size_t)slot * select_slot_floats(s);
         for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
-            int qbi = (int)(task % gr.nqb), g = (int)(task / gr.nqb % G);
-            int b = (int)(task / gr.nqb / G), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
-            const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
-            const float *kcg = kc + ((size_t)b * Nc * G + g) * Dh;
-            for (int i = 0; i < nt * Nc; i++) pg[i] = 0.0f;
-            // p_cmp of the tile's rows chunk by chunk, summed over heads in head order.
-            for (int h0 = 0; h0 < rep; h0 += gr.hb) {
-                const int hb = nsa_imin(gr.hb, rep - h0);
-                AttnTile tl;
-                attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
-                for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, tl.t[r]);
-                float m[ATTN_ROWS];
-                for (int r = 0; r < ATTN_ROWS; r++) m[r] = -INFINITY;
-                for (int c0 = 0; c0 < nvis; c0 += ATTN_KEYS) {
-                    const int nk = nsa_imin(ATTN_KEYS, nvis - c0);
-                    attn_tile_probs(P, m, q, lse, kcg, ks, &tl, c0, nk, Dh);
-                    for (int j = 0; j < nk; j++)
-                        for (int r = 0; r < tl.n; r++) pg[(r / hb) * Nc + c0 + j] += P[j * ATTN_ROWS + r];
-                }
-            }
-            for (int i = 0; i < nt; i++)
-                nsa_select_top(idx + (((size_t)b * T + t0 + i) * G + g) * n, pg + (size_t)i * Nc, ps,
-                                   t0 + i, s);
+            const int qbi = (int)(task % gr.nqb), g = (int)(task / gr.nqb % G), b = (int)(task / gr.nqb / G);
+            const int t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
+            select_rows(idx + (((size_t)b * T + t0) * G + g) * n, q, kc, lse, b, T, t0, nt, 0, g, scratch, s);
         }
     }
 }
 
 // ---- Fused with the compressed forward ----
 
-// pg[i] += p[i * hb + h] for heads h in order (i >= the tile's positions: unused).
-static inline __attribute__((always_inline)) void add_heads(float *restrict pg, const float *restrict p, int hb, int qb) {
-    for (int h = 0; h < hb; h++)
-#pragma omp simd
-        for (int i = 0; i < qb; i++) pg[i] += p[i * hb + h];
-}
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-// add_heads for 4 heads and 16 positions (`small`'s GQA group) with the same additions in the
-// same order: the 64 probabilities are deinterleaved by head with two-source permutes and
-// 128-bit lane shuffles, where gcc gathered them lane by lane (a quarter of the fused
-// selection's time). add_heads stays the portable twin; the fused-vs-separate selection
-// test holds the two together bit for bit.
-static inline void add_heads4x16(float *restrict pg, const float *restrict p) {
-    const __m512i even = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
-    const __m512i odd = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
-    const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16), v2 = _mm512_loadu_ps(p + 32),
-                 v3 = _mm512_loadu_ps(p + 48);
-    const __m512 a = _mm512_permutex2var_ps(v0, even, v1), b = _mm512_permutex2var_ps(v0, odd, v1);
-    const __m512 c = _mm512_permutex2var_ps(v2, even, v3), d = _mm512_permutex2var_ps(v2, odd, v3);
-    // a: head 0 of positions 0-7 | head 1 of 0-7; c: the same for positions 8-15; b, d: heads 2, 3.
-    const __m512 h0 = _mm512_shuffle_f32x4(a, c, 0x44), h1 = _mm512_shuffle_f32x4(a, c, 0xEE);
-    const __m512 h2 = _mm512_shuffle_f32x4(b, d, 0x44), h3 = _mm512_shuffle_f32x4(b, d, 0xEE);
-    __m512 acc = _mm512_loadu_ps(pg);
-    acc = _mm512_add_ps(acc, h0);
-    acc = _mm512_add_ps(acc, h1);
-    acc = _mm512_add_ps(acc, h2);
-    acc = _mm512_add_ps(acc, h3);
-    _mm512_storeu_ps(pg, acc);
-}
-#endif
-
-// Slot i: the tile's probabilities [Nc][ATTN_ROWS] and chunk bases [ceil(Nc / 64)][ATTN_ROWS]
-// (attn_tile_forward_probs), pg [Nc][qb], ps [Ns][qb]. Same slot rule as above.
-static size_t cmp_select_bases(const NsaShape *s) { return (size_t)(nsa_n_cmp(s) + ATTN_KEYS - 1) / ATTN_KEYS * ATTN_ROWS; }
-static size_t cmp_select_slot_floats(const NsaShape *s) {
-    const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
-    const size_t Nc = (size_t)nsa_n_cmp(s);
-    return Nc * ATTN_ROWS + cmp_select_bases(s) + (size_t)gr.qb * Nc + (size_t)gr.qb * nsa_n_slc(s);
-}
-
-size_t nsa_cmp_select_work_bytes(const NsaShape *s) {
-    return (size_t)NSA_SELECT_SLOTS * cmp_select_slot_floats(s) * sizeof(float);
-}
+size_t nsa_cmp_select_work_bytes(const NsaShape *s) { return nsa_select_work_bytes(s); }
 
 void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float *q,
                                  const float *kc, const float *vc, void *work, const NsaShape *s) {
@@ -309,59 +343,31 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
     const int Nc = nsa_n_cmp(s);
     const size_t ks = (size_t)G * Dh;
     const AttnGrid gr = attn_grid(s->B, T, H, G);
+    const AttnPool pool = select_pool(s);
+    const int jb = attn_pool_max(&pool), nch = (Nc + ATTN_KEYS - 1) / ATTN_KEYS;
     const long tasks = (long)s->B * G * gr.nqb;
 #pragma omp parallel for schedule(static, 1)
     for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
-        float *sc = (float *)work + (size_t)slot * cmp_select_slot_floats(s);
-        float *bases = sc + (size_t)Nc * ATTN_ROWS, *pg = bases + cmp_select_bases(s), *ps = pg + (size_t)gr.qb * Nc;
+        float *part = (float *)work + (size_t)slot * select_slot_floats(s);
+        float *f = part + (size_t)nch * jb * ATTN_ROWS, *ps = f + (size_t)nch * ATTN_ROWS;
         // Costliest (last) position blocks first, spread over the slots.
         for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
             int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
             int b = (int)(task / G % s->B), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
             const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
-            for (size_t i = 0; i < (size_t)gr.qb * Nc; i++) pg[i] = 0.0f;
+            const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1), ncand = (t0 + nt - 1) / s->slc_block + 1;
+            for (size_t i = 0; i < (size_t)ncand * gr.qb; i++) ps[i] = 0.0f;
             for (int h0 = 0; h0 < rep; h0 += gr.hb) {
                 const int hb = nsa_imin(gr.hb, rep - h0);
                 AttnTile tl;
                 attn_tile_rows(&tl, b, T, H, t0, NULL, nt, g * rep + h0, hb);
                 for (int r = 0; r < tl.n; r++) tl.lo[r] = 0, tl.hi[r] = nsa_cmp_visible(s, Nc, tl.t[r]);
-                attn_tile_forward_probs(o, lse, sc, bases, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
-                // p_cmp exactly as attn_tile_probs recomputes it (the forward's exp(score -
-                // base) times exp(base - lse) per chunk), summed over heads in head order: the
-                // bits nsa_select gets, with one exp per row and chunk instead of per key.
-                const int nvis = nsa_cmp_visible(s, Nc, t0 + nt - 1);
-                float lser[ATTN_ROWS], p[ATTN_ROWS], f[ATTN_ROWS];
-                for (int r = 0; r < ATTN_ROWS; r++)
-                    lser[r] = r < tl.n && lse[tl.off[r]] != -INFINITY ? lse[tl.off[r]] : 0.0f;
-                for (int c = 0; c < nvis; c++) {
-                    const float *scc = sc + (size_t)c * ATTN_ROWS;
-                    if (c % ATTN_KEYS == 0) {
-                        const float *bc = bases + (size_t)c;  // chunk c / 64's row
-#pragma omp simd
-                        for (int r = 0; r < ATTN_ROWS; r++) f[r] = attn_expf(bc[r] - lser[r]);
-                    }
-#pragma omp simd
-                    for (int r = 0; r < ATTN_ROWS; r++) p[r] = scc[r] * f[r];
-                    // Rows of one position are adjacent (r = i * hb + h): add them in head
-                    // order into pg [Nc][qb] (one vector of positions per block). A block a
-                    // row cannot see adds exp(-inf) = +0, which leaves the sum's bits alone.
-                    float *pgc = pg + (size_t)c * gr.qb;
-#if defined(__AVX512F__)
-                    if (hb == 4 && gr.qb == 16) {
-                        add_heads4x16(pgc, p);
-                        continue;
-                    }
-#endif
-                    switch (hb) {  // a literal stride: gcc's gathers become permutes
-                    case 4: add_heads(pgc, p, 4, gr.qb); break;
-                    case 8: add_heads(pgc, p, 8, gr.qb); break;
-                    case 2: add_heads(pgc, p, 2, gr.qb); break;
-                    default: add_heads(pgc, p, hb, gr.qb); break;
-                    }
-                }
+                attn_tile_forward_pool(o, lse, part, f, &pool, q, kc + kvoff, vc + kvoff, ks, &tl, Dh);
+                // The chunks' bases become attn_tile_probs's factors: the bits nsa_select gets,
+                // with one exp per row and chunk.
+                attn_pool_factors(f, (nvis + ATTN_KEYS - 1) / ATTN_KEYS, lse, &tl);
+                select_fold(ps, gr.qb, part, f, nvis, ncand, hb, &pool);
             }
-            select_scores(ps, pg, gr.qb, (t0 + nt - 1) / s->slc_block + 1,
-                          nsa_cmp_visible(s, Nc, t0 + nt - 1), s);
             select_topn_tile(idx + (((size_t)b * T + t0) * G + g) * n, (size_t)G * n, ps, gr.qb, t0, nt, s);
         }
     }

@@ -6,21 +6,31 @@
 
 // p_cmp is recomputed from q, kc and the compressed branch's lse (p = exp(score - lse)).
 // idx [B, T, G, n] int32: selected block ids ascending, -1 padding. Not differentiable.
+// The order of the sums, which every selection here shares (so the fused forward, this
+// reference twin and decoding pick the same blocks bit for bit): per query row, the
+// compressed blocks of each chunk of 64 are pooled into the selection blocks they overlap
+// (Eq. 9's (m, nn) order) as exp(score − base) with the chunk's running-maximum base; each
+// pool is scaled by exp(base − lse) and the chunks touching a block added in order (fmaf);
+// then the group's heads are added in head order (Eq. 10).
 size_t nsa_select_work_bytes(const NsaShape *s);
 void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
                 const NsaShape *s);
 
-// Top-n of query position t (Eq. 9 over the compressed blocks visible to t among
-// nsa_n_cmp(s), forced blocks, ties to the lower id) from pg [Nc], p_cmp summed over the
-// group's heads (Eq. 10); out [n] ascending, -1 padding; ps [t / l' + 1] is scratch.
-// Decoding calls it with s->T = the cached length, so Nc counts the complete blocks.
-void nsa_select_top(int32_t *out, const float *pg, float *ps, int t, const NsaShape *s);
+// The selection of nt consecutive query rows i0 .. i0 + nt - 1 of batch b (q and lse hold Tq
+// rows a batch; row i is query position p0 + i) and KV group g, nt <= ATTN_ROWS / min(H/G,
+// ATTN_ROWS), exactly as nsa_select computes it for those positions; out gets row i0's
+// choice, the next rows' at strides of G·n. Decoding calls it with s->T = the cached length,
+// so Nc counts the complete blocks. scratch: nsa_select_rows_floats(s) floats.
+size_t nsa_select_rows_floats(const NsaShape *s);
+void nsa_select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0, int nt,
+                     int p0, int g, float *scratch, const NsaShape *s);
 
 // The compressed branch's forward with the selection in the same pass: per query tile, the
 // online softmax over the visible compressed blocks (o, lse bit-identical to
-// nsa_cmp_attn_forward) keeps its scores, and p_cmp = exp(score - lse) summed over the
-// group's heads (Eq. 10) and over overlapping blocks (Eq. 9) gives idx, identical to
-// nsa_select's. The compressed keys are read once, where nsa_select reads them again.
+// nsa_cmp_attn_forward) pools each chunk's probabilities into selection blocks while they
+// are in registers, and the pools scaled by exp(base − lse) once lse is known give idx,
+// identical to nsa_select's. The compressed keys are read once, where nsa_select reads them
+// again, and a tile row keeps about Nc·d/l' pooled floats rather than Nc probabilities.
 size_t nsa_cmp_select_work_bytes(const NsaShape *s);
 void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float *q,
                                  const float *kc, const float *vc, void *work, const NsaShape *s);

@@ -224,3 +224,67 @@ Test(nsa_select, fused_ties_match_separate) {
         free(q), free(kc), free(vc), free(o), free(lse), free(o2), free(lse2), free(idx), free(idx2), free(w), free(w2);
     }
 }
+
+// The fused forward's pooled probabilities and factors (attn_tile_forward_pool,
+// attn_pool_factors) against the recomputation every other selection uses (attn_tile_probs,
+// attn_pool_chunk), bit for bit, and attn_pool_chunk against Eq. 9's sums written out: over
+// head sizes (literal and not), pool geometries, partial last chunks and rows that see
+// fewer keys than the tile (padding rows past n are never used and not compared).
+Test(nsa_select, pool_matches_recomputed) {
+    const struct {
+        int Dh, a, bq, nk, n;
+    } cases[] = {{32, 4, 2, 200, 64}, {16, 1, 1, 64, 37}, {24, 3, 2, 150, 64}, {32, 2, 4, 1, 10}, {16, 4, 2, 130, 5}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int Dh = cases[c].Dh, nk = cases[c].nk, n = cases[c].n, L = ATTN_ROWS;
+        const AttnPool pool = {.a = cases[c].a, .bq = cases[c].bq};
+        const int jb = attn_pool_max(&pool), nch = (nk + L - 1) / L;
+        Rng r;
+        rng_seed(&r, 70 + c);
+        float *q = kref_randn(&r, (size_t)n * Dh, 1.5f), *k = kref_randn(&r, (size_t)nk * Dh, 1.0f);
+        float *v = kref_randn(&r, (size_t)nk * Dh, 1.0f), *o = kref_zeros((size_t)n * Dh), *lse = kref_zeros(n);
+        float *part = kref_zeros((size_t)nch * jb * L), *fb = kref_zeros((size_t)nch * L);
+        float *part2 = kref_zeros((size_t)nch * jb * L), *f2 = kref_zeros((size_t)nch * L), P[ATTN_KEYS * ATTN_ROWS];
+        AttnTile tl = {.n = n};
+        for (int i = 0; i < n; i++) {
+            tl.off[i] = (size_t)i, tl.t[i] = i, tl.lo[i] = 0;
+            tl.hi[i] = i == 0 ? nk : (int)rng_below(&r, (uint64_t)nk + 1);  // some rows see nothing
+        }
+        attn_tile_forward_pool(o, lse, part, fb, &pool, q, k, v, (size_t)Dh, &tl, Dh);
+        attn_pool_factors(fb, nch, lse, &tl);
+        float m[ATTN_ROWS];
+        for (int i = 0; i < L; i++) m[i] = -INFINITY;
+        long bad = 0, badpool = 0;
+        for (int ch = 0; ch < nch; ch++) {
+            const int c0 = ch * L, kn = nk - c0 < L ? nk - c0 : L, j0 = attn_pool_first(&pool, c0);
+            const int nj = attn_pool_count(&pool, c0, kn);
+            attn_tile_probs(P, f2 + (size_t)c0, m, q, lse, k, (size_t)Dh, &tl, c0, kn, Dh);
+            attn_pool_chunk(part2 + (size_t)ch * jb * L, P, c0, kn, &pool);
+            cr_assert(nj <= jb);
+            for (int i = 0; i < n; i++) {
+                bad += memcmp(&fb[(size_t)c0 + i], &f2[(size_t)c0 + i], sizeof(float)) != 0;
+                for (int jj = 0; jj < nj; jj++) {
+                    const size_t at = ((size_t)ch * jb + jj) * L + i;
+                    bad += memcmp(&part[at], &part2[at], sizeof(float)) != 0;
+                    float want = 0.0f;  // Eq. 9 over this chunk's keys, (m, nn) in order
+                    for (int mm = 0; mm < pool.a; mm++)
+                        for (int nn = 0; nn < pool.bq; nn++) {
+                            const int key = pool.a * (j0 + jj) - (pool.bq - 1) + mm + nn;
+                            if (key >= c0 && key < c0 + kn) want += P[(key - c0) * L + i];
+                        }
+                    badpool += memcmp(&want, &part2[at], sizeof(float)) != 0;
+                }
+            }
+            // Every window that holds a key of the chunk is among those counted.
+            for (int key = c0; key < c0 + kn; key++)
+                for (int j = 0; j <= key + 1; j++) {
+                    const int lo = pool.a * j - (pool.bq - 1), hi = lo + (pool.a - 1) + (pool.bq - 1);
+                    if (key >= lo && key <= hi)
+                        cr_expect(j >= j0 && j < j0 + nj, "case %zu key %d: window %d outside %d + %d", c, key, j,
+                                  j0, nj);
+                }
+        }
+        cr_expect_eq(bad, 0, "case %zu: %ld pooled values or factors differ from the recomputation", c, bad);
+        cr_expect_eq(badpool, 0, "case %zu: %ld pools differ from Eq. 9 written out", c, badpool);
+        free(q), free(k), free(v), free(o), free(lse), free(part), free(fb), free(part2), free(f2);
+    }
+}
