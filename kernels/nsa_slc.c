@@ -39,6 +39,14 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // The tile keeps its rows' q and state (see slc_at) in a per-thread scratch buffer (two
 // arrays of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
 #define SLC_TILE_FLOATS 131072
+// With many blocks a tile's choosers spread thin: at 64k (1024 blocks, n = 16) a
+// 1024-position tile gives a block ~13 positions (52 of `small`'s rows, 81 % of the two
+// vectors of lanes they take), so where a block would get fewer than SLC_POS_PER_BLOCK
+// positions on average the tile (and its caps) doubles. Measured (2 threads, Zen 5, same
+// bits): selected forward 1.08-1.11x faster at 64k, unchanged at 32k, and 2-5 % slower at
+// 8k-16k, where the rule keeps 1024.
+#define SLC_POS_PER_BLOCK 24
+#define SLC_POS_MAX (2 * SLC_POS)
 
 
 // The tile of task `task`: positions [*t0, *t0 + *nt), heads [*h0, *h0 + *hb) of (b, g);
@@ -49,11 +57,13 @@ typedef struct {
 
 static SlcGrid slc_grid(const NsaShape *s) {
     const int rep = s->H / s->G;
-    const int cap = nsa_imin(SLC_ROWS, SLC_TILE_FLOATS / s->Dh > 1 ? SLC_TILE_FLOATS / s->Dh : 1);
+    const int x = (long)SLC_POS * s->slc_topn < (long)SLC_POS_PER_BLOCK * nsa_n_slc(s) ? SLC_POS_MAX / SLC_POS : 1;
+    const int floats = x * SLC_TILE_FLOATS;
+    const int cap = nsa_imin(x * SLC_ROWS, floats / s->Dh > 1 ? floats / s->Dh : 1);
     SlcGrid gr;
     gr.hb = rep < cap ? rep : cap;
     gr.nhc = (rep + gr.hb - 1) / gr.hb;
-    gr.qp = nsa_imin(SLC_POS, cap / gr.hb);
+    gr.qp = nsa_imin(x * SLC_POS, cap / gr.hb);
     gr.nqp = (s->T + gr.qp - 1) / gr.qp;
     return gr;
 }
@@ -79,14 +89,14 @@ typedef struct {
 
 // Ints of csr scratch slc_union_init needs.
 static size_t slc_union_ints(const NsaShape *s) {
-    return 2 * ((size_t)nsa_n_slc(s) + 1) + (size_t)SLC_POS * s->slc_topn;
+    return 2 * ((size_t)nsa_n_slc(s) + 1) + (size_t)SLC_POS_MAX * s->slc_topn;
 }
 
 static void slc_union_init(SlcUnion *u, int *csr, const int32_t *idx, int b, int g, int t0, int nt,
                            const NsaShape *s) {
     const int n = s->slc_topn, Ns = nsa_n_slc(s);
     int *start = csr, *cur = start + Ns + 1, *pos = cur + Ns + 1;
-    NSA_ASSERT(nt <= SLC_POS);
+    NSA_ASSERT(nt <= SLC_POS_MAX);
     memset(start, 0, ((size_t)Ns + 1) * sizeof(int));
     // A block counts for a position once (ids ascending, so a repeat is adjacent), and only
     // once the position can see it; -1 is padding.
@@ -177,13 +187,13 @@ KERNEL group_scatter(float *restrict X, const float *restrict XT, int hb, const 
     }
 }
 
-// S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks): eight keys per
-// pass sharing each XT load, so that eight independent FMA chains cover the FMA latency of
-// both ports (four chains ran at half the FMA rate). Keys past nk repeat the last one and
-// are not stored.
+// S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks) and lanes v < V
+// (16 or SLC_V; arrays keep the stride SLC_V): eight keys per pass sharing each XT load, so
+// that eight independent FMA chains cover the FMA latency of both ports (four chains ran at
+// half the FMA rate). Keys past nk repeat the last one and are not stored.
 #define GROUP_W 8
 KERNEL group_dot(float *restrict S, const float *restrict XT, const float *restrict k, size_t ks, int nk,
-                 int Dh) {
+                 int Dh, int V) {
     for (int j = 0; j < nk; j += GROUP_W) {
         const float *kk[GROUP_W];
         for (int w = 0; w < GROUP_W; w++) kk[w] = k + (size_t)nsa_imin(j + w, nk - 1) * ks;
@@ -193,11 +203,11 @@ KERNEL group_dot(float *restrict S, const float *restrict XT, const float *restr
             for (int w = 0; w < GROUP_W; w++) {
                 const float c = kk[w][e];
 #pragma omp simd
-                for (int v = 0; v < SLC_V; v++) a[w][v] = fmaf(xe[v], c, a[w][v]);
+                for (int v = 0; v < V; v++) a[w][v] = fmaf(xe[v], c, a[w][v]);
             }
         }
         for (int w = 0; w < GROUP_W && j + w < nk; w++)
-            for (int v = 0; v < SLC_V; v++) S[(j + w) * SLC_V + v] = a[w][v];
+            for (int v = 0; v < V; v++) S[(j + w) * SLC_V + v] = a[w][v];
     }
 }
 
@@ -205,36 +215,37 @@ KERNEL group_dot(float *restrict S, const float *restrict XT, const float *restr
 // W load. Near the end the e's clamp to Dh - 1; the highest is written first so that the
 // real one wins.
 KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *restrict x, size_t ks, int nk,
-                  int Dh) {
+                  int Dh, int V) {
     for (int e = 0; e < Dh; e += GROUP_W) {
         int ee[GROUP_W];
         float a[GROUP_W][SLC_V];
         for (int w = 0; w < GROUP_W; w++) {
             ee[w] = nsa_imin(e + w, Dh - 1);
-            for (int v = 0; v < SLC_V; v++) a[w][v] = AccT[ee[w] * SLC_V + v];
+            for (int v = 0; v < V; v++) a[w][v] = AccT[ee[w] * SLC_V + v];
         }
         for (int s = 0; s < nk; s++) {
             const float *ws = W + s * SLC_V, *xs = x + (size_t)s * ks;
             for (int w = 0; w < GROUP_W; w++) {
                 const float c = xs[ee[w]];
 #pragma omp simd
-                for (int v = 0; v < SLC_V; v++) a[w][v] = fmaf(ws[v], c, a[w][v]);
+                for (int v = 0; v < V; v++) a[w][v] = fmaf(ws[v], c, a[w][v]);
             }
         }
         for (int w = GROUP_W - 1; w >= 0; w--)
-            for (int v = 0; v < SLC_V; v++) AccT[ee[w] * SLC_V + v] = a[w][v];
+            for (int v = 0; v < V; v++) AccT[ee[w] * SLC_V + v] = a[w][v];
     }
 }
 
-// One group of SLC_V lanes (positions tv[x], -1 for padding lanes) over block [blo, bhi):
-// the online-softmax step per chunk of keys on the group's scaled q QT and state OT, m, l
-// ([Dh][SLC_V] and [SLC_V]: a block of the tile, or gathered).
+// One group of V lanes (16 or SLC_V; positions tv[x], -1 for padding lanes) over block
+// [blo, bhi): the online-softmax step per chunk of keys on the group's scaled q QT and
+// state OT, m, l ([Dh][SLC_V] and [SLC_V]: a block of the tile, or gathered). A lane's
+// arithmetic is the same whatever V.
 KERNEL group_forward(float *restrict OT, float *restrict m, float *restrict l, const float *restrict QT,
                      const float *restrict k, const float *restrict v, size_t ks, const int *tv, int blo, int bhi,
-                     int Dh) {
+                     int Dh, int V) {
     float S[SLC_KEYS * SLC_V], mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
     int tmax = -1, tmin = 0x7fffffff;
-    for (int x = 0; x < SLC_V; x++) {
+    for (int x = 0; x < V; x++) {
         mv[x] = m[x], lv[x] = l[x];
         tmax = tv[x] > tmax ? tv[x] : tmax;
         if (tv[x] >= 0) tmin = tv[x] < tmin ? tv[x] : tmin;
@@ -242,15 +253,15 @@ KERNEL group_forward(float *restrict OT, float *restrict m, float *restrict l, c
     const int kend = nsa_imin(bhi, tmax + 1);
     for (int s0 = blo; s0 < kend; s0 += SLC_KEYS) {
         const int nk = nsa_imin(SLC_KEYS, kend - s0);
-        group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh);
-        for (int x = 0; x < SLC_V; x++) mx[x] = mv[x];
+        group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh, V);
+        for (int x = 0; x < V; x++) mx[x] = mv[x];
         // Mask only where the causal edge runs through the chunk; padding lanes (zero
         // queries, never written back) may then see keys, harmlessly.
         if (s0 + nk - 1 > tmin) {
             for (int j = 0; j < nk; j++) {
                 const int sj = s0 + j;
 #pragma omp simd
-                for (int x = 0; x < SLC_V; x++) {
+                for (int x = 0; x < V; x++) {
                     const float y = S[j * SLC_V + x];
                     S[j * SLC_V + x] = sj <= tv[x] ? y : -INFINITY;
                 }
@@ -258,28 +269,28 @@ KERNEL group_forward(float *restrict OT, float *restrict m, float *restrict l, c
         }
         for (int j = 0; j < nk; j++)
 #pragma omp simd
-            for (int x = 0; x < SLC_V; x++) mx[x] = S[j * SLC_V + x] > mx[x] ? S[j * SLC_V + x] : mx[x];
+            for (int x = 0; x < V; x++) mx[x] = S[j * SLC_V + x] > mx[x] ? S[j * SLC_V + x] : mx[x];
 #pragma omp simd
-        for (int x = 0; x < SLC_V; x++) {
+        for (int x = 0; x < V; x++) {
             base[x] = mx[x] == -INFINITY ? 0.0f : mx[x];
             corr[x] = attn_expf(mv[x] - base[x]);
             sum[x] = 0.0f;
         }
         for (int j = 0; j < nk; j++) {
 #pragma omp simd
-            for (int x = 0; x < SLC_V; x++) {
+            for (int x = 0; x < V; x++) {
                 float p = attn_expf(S[j * SLC_V + x] - base[x]);
                 S[j * SLC_V + x] = p;
                 sum[x] += p;
             }
         }
-        for (int x = 0; x < SLC_V; x++) lv[x] = lv[x] * corr[x] + sum[x], mv[x] = mx[x];
+        for (int x = 0; x < V; x++) lv[x] = lv[x] * corr[x] + sum[x], mv[x] = mx[x];
         for (int e = 0; e < Dh; e++)
 #pragma omp simd
-            for (int x = 0; x < SLC_V; x++) OT[e * SLC_V + x] *= corr[x];
-        group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh);
+            for (int x = 0; x < V; x++) OT[e * SLC_V + x] *= corr[x];
+        group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh, V);
     }
-    for (int x = 0; x < SLC_V; x++) m[x] = mv[x], l[x] = lv[x];
+    for (int x = 0; x < V; x++) m[x] = mv[x], l[x] = lv[x];
 }
 
 // One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): in place
@@ -299,7 +310,12 @@ KERNEL group_run(float *restrict OTe, float *restrict m, float *restrict l, cons
         group_gather(OTg, OTe, hb, rr, nr, Dh);
         for (int x = 0; x < SLC_V; x++) mg[x] = x < nr ? m[rr[x]] : -INFINITY, lg[x] = x < nr ? l[rr[x]] : 0.0f;
     }
-    group_forward(OT, mp, lp, QT, k, v, ks, tv, blo, bhi, Dh);
+    // A group of at most 16 rows (the last of a block, about half the time) computes one
+    // vector of lanes instead of two.
+    if (nr <= 16)
+        group_forward(OT, mp, lp, QT, k, v, ks, tv, blo, bhi, Dh, 16);
+    else
+        group_forward(OT, mp, lp, QT, k, v, ks, tv, blo, bhi, Dh, SLC_V);
     if (!inplace) {
         for (int x = 0; x < nr; x++) m[rr[x]] = mg[x], l[rr[x]] = lg[x];
         group_scatter(OTe, OTg, hb, rr, nr, Dh);
