@@ -224,8 +224,8 @@ static inline __attribute__((always_inline)) void add_heads(float *restrict ps, 
 #if LANES_HAVE_512
 // add_heads for 4 heads and 16 positions (`small`'s GQA group) with the same additions in the
 // same order: the 64 row scores are deinterleaved by head with two-source permutes and
-// 128-bit lane shuffles, where gcc gathered them lane by lane. The selection tests hold it
-// to add_heads (NSA_ATTN_PATH=ref) bit for bit.
+// 128-bit lane shuffles, where gcc gathered them lane by lane. nsa_select/add_heads_paths
+// holds it to add_heads bit for bit (nsa_select_add_heads on either path).
 static inline void add_heads4x16(float *restrict ps, const float *restrict ph) {
     const __m512i even = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
     const __m512i odd = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
@@ -248,6 +248,8 @@ static inline void add_heads4x16(float *restrict ps, const float *restrict ph) {
 static void heads_add(float *restrict ps, const float *restrict ph, int hb, int qb) {
     LANES_PICK(hb == 4 && qb == 16, add_heads4x16(ps, ph), add_heads(ps, ph, hb, qb));
 }
+
+void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb) { heads_add(ps, ph, hb, qb); }
 
 // Eq. 9 and 10 for the qb positions of a tile from its pooled chunks (attn_pool_chunk over
 // the rows' exp(score − base), f = exp(base − lse) per chunk and row): for each block

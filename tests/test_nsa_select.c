@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu.h"
 #include "kernels/nsa_cmp.h"
 #include "kernels/nsa_select.h"
 #include "tests/kernel_ref.h"
@@ -286,5 +287,36 @@ Test(nsa_select, pool_matches_recomputed) {
         cr_expect_eq(bad, 0, "case %zu: %ld pooled values or factors differ from the recomputation", c, bad);
         cr_expect_eq(badpool, 0, "case %zu: %ld pools differ from Eq. 9 written out", c, badpool);
         free(q), free(k), free(v), free(o), free(lse), free(part), free(fb), free(part2), free(f2);
+    }
+}
+
+// The head sum of the selection (Eq. 10) on both kernel paths against the sum written out,
+// heads in order, bit for bit: values spread over six decades so that any other order of
+// the additions changes the result (and the block choices only rarely, which is why the
+// index comparisons above cannot be relied on for it).
+Test(nsa_select, add_heads_paths) {
+    const int shapes[][2] = {{4, 16}, {2, 32}, {8, 8}, {3, 21}, {1, 64}};
+    const AttnPath paths[] = {ATTN_PATH_REF, ATTN_PATH_AVX512};
+    Rng r;
+    rng_seed(&r, 81);
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        const int hb = shapes[c][0], qb = shapes[c][1];
+        float ph[ATTN_ROWS], ps0[ATTN_ROWS], want[ATTN_ROWS];
+        for (int i = 0; i < ATTN_ROWS; i++)
+            ph[i] = (float)(exp(rng_uniform(&r) * 14.0 - 7.0) * rng_uniform(&r)), ps0[i] = (float)rng_uniform(&r);
+        for (int i = 0; i < qb; i++) {
+            want[i] = ps0[i];
+            for (int h = 0; h < hb; h++) want[i] += ph[i * hb + h];
+        }
+        for (int p = 0; p < 2; p++) {
+            if (!attn_path_supported(paths[p])) continue;
+            float ps[ATTN_ROWS];
+            memcpy(ps, ps0, sizeof ps);
+            nsa_cpu.attn_path = paths[p];
+            nsa_select_add_heads(ps, ph, hb, qb);
+            nsa_cpu.attn_path = ATTN_PATH_AUTO;
+            cr_expect(memcmp(ps, want, (size_t)qb * sizeof(float)) == 0, "hb %d qb %d, %s path: head sum differs", hb,
+                      qb, p ? "avx512" : "ref");
+        }
     }
 }
