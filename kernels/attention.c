@@ -413,9 +413,14 @@ void attn_tile_forward_pool(float *o, float *lse, float *part, float *bases, con
     DISPATCH_DH(Dh, tile_forward(o, lse, pool, part, bases, q, k, v, kv_stride, tl, range_chunks_next, &rc, Dh_));
 }
 
+// The rows' lse as the factors exp(base − lse) use it: 0 where −inf (no key) or past the tile.
+static inline void tile_lse(float *lser, const float *lse, const AttnTile *tl) {
+    for (int r = 0; r < L; r++) lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
+}
+
 void attn_pool_factors(float *fb, int nch, const float *lse, const AttnTile *tl) {
     float lser[L];
-    for (int r = 0; r < L; r++) lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
+    tile_lse(lser, lse, tl);
     for (int c = 0; c < nch; c++) {
         float *f = fb + (size_t)c * L;
 #pragma omp simd
@@ -432,8 +437,8 @@ KERNEL tile_probs(float *restrict P, float *restrict f, float *restrict m, const
     NSA_ASSERT(nk > 0 && nk <= L);
     tile_ptrs(qp, q, tl, Dh);
     lanes_transpose(QT, qp, tl->n, Dh, 1.0f / sqrtf((float)Dh));
+    tile_lse(lser, lse, tl);
     for (int r = 0; r < L; r++) {
-        lser[r] = r < tl->n && lse[tl->off[r]] != -INFINITY ? lse[tl->off[r]] : 0.0f;
         lo[r] = r < tl->n ? tl->lo[r] : 0, hi[r] = r < tl->n ? tl->hi[r] : 0;
         mx[r] = m[r];
     }

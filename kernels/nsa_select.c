@@ -261,11 +261,10 @@ void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb) { heads_ad
 static void select_fold(float *restrict ps, int qb, const float *restrict part, const float *restrict f, int nvis,
                         int ncand, int hb, const AttnPool *pool) {
     const int a = pool->a, bq = pool->bq, jb = attn_pool_max(pool), L = ATTN_ROWS;
-#define imax(x, y) ((x) > (y) ? (x) : (y))
     for (int j = 0; j < ncand; j++) {
         float v[ATTN_ROWS];
         for (int r = 0; r < L; r++) v[r] = 0.0f;
-        const int clo = imax(0, a * j - (bq - 1)), chi = nsa_imin(a * j + a - 1, nvis - 1);
+        const int clo = nsa_imax(0, a * j - (bq - 1)), chi = nsa_imin(a * j + a - 1, nvis - 1);
         for (int ch = clo / L; clo <= chi && ch <= chi / L; ch++) {
             const int c0 = ch * L, jj = j - attn_pool_first(pool, c0);
             NSA_ASSERT(jj >= 0 && jj < attn_pool_count(pool, c0, nsa_imin(L, nvis - c0)));
@@ -275,15 +274,15 @@ static void select_fold(float *restrict ps, int qb, const float *restrict part, 
         }
         heads_add(ps + (size_t)j * qb, v, hb, qb);
     }
-#undef imax
 }
 
-// Selection for nt <= qb consecutive query rows i0 .. of batch b of q (Tq rows a batch, row i
-// at position p0 + i) and KV group g: p_cmp recomputed from the saved lse chunk by chunk
-// (attn_tile_probs), pooled and folded as the fused forward does it, then select_topn per
-// position. The reference twin of nsa_cmp_attn_select_forward, and decoding's selection.
-static void select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0,
-                        int nt, int p0, int g, float *scratch, const NsaShape *s) {
+// See nsa_select.h: p_cmp recomputed from the saved lse chunk by chunk (attn_tile_probs),
+// pooled and folded as the fused forward does it, then select_topn per position. The
+// reference twin of nsa_cmp_attn_select_forward, and decoding's selection.
+size_t nsa_select_rows_floats(const NsaShape *s) { return select_slot_floats(s); }
+
+void nsa_select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0, int nt,
+                     int p0, int g, float *scratch, const NsaShape *s) {
     const int H = s->H, G = s->G, Dh = s->Dh, rep = H / G, n = s->slc_topn, Nc = nsa_n_cmp(s);
     const size_t ks = (size_t)G * Dh;
     const AttnGrid gr = attn_grid(1, 1, H, G);
@@ -312,13 +311,6 @@ static void select_rows(int32_t *out, const float *q, const float *kc, const flo
     for (int i = 0; i < nt; i++) select_topn(out + (size_t)i * G * n, ps + i, (size_t)gr.qb, p0 + i0 + i, s);
 }
 
-size_t nsa_select_rows_floats(const NsaShape *s) { return select_slot_floats(s); }
-
-void nsa_select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0, int nt,
-                     int p0, int g, float *scratch, const NsaShape *s) {
-    select_rows(out, q, kc, lse, b, Tq, i0, nt, p0, g, scratch, s);
-}
-
 void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
                 const NsaShape *s) {
     const int T = s->T, G = s->G, n = s->slc_topn;
@@ -330,7 +322,7 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
         for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
             const int qbi = (int)(task % gr.nqb), g = (int)(task / gr.nqb % G), b = (int)(task / gr.nqb / G);
             const int t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
-            select_rows(idx + (((size_t)b * T + t0) * G + g) * n, q, kc, lse, b, T, t0, nt, 0, g, scratch, s);
+            nsa_select_rows(idx + (((size_t)b * T + t0) * G + g) * n, q, kc, lse, b, T, t0, nt, 0, g, scratch, s);
         }
     }
 }

@@ -22,6 +22,7 @@ typedef struct {
 #define NSA_MAX_HEAD_DIM 256
 
 static inline int nsa_imin(int a, int b) { return a < b ? a : b; }
+static inline int nsa_imax(int a, int b) { return a > b ? a : b; }
 
 int nsa_n_cmp(const NsaShape *s);  // compressed blocks: T >= l ? (T - l) / d + 1 : 0
 int nsa_n_slc(const NsaShape *s);  // selection blocks: ceil(T / l')
