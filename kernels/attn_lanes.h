@@ -110,13 +110,13 @@ KERNEL lanes_axpy_ref(float *restrict AccT, const float *restrict W, const float
     }
 }
 
-// Y[x] += Σ_j P[x][j] X[j] for rows x < n (Y[x] a plain row of Dh floats, P row-major with
-// ATTN_L floats per row, keys j < nk in order, X rows at stride xs): dQ += dS·K with the
-// head dimension in the vectors. R rows per pass share each X load (R·Dh accumulators, 16
-// vectors of 16 floats); rows past n repeat the last one and are stored first, so the real
-// row's store wins.
-KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
-                 int Dh) {
+// Y[x] = Y[x] · mul[x] (mul NULL: unscaled) + Σ_j P(x, j) X[j] for rows x < n (Y[x] a plain
+// row of Dh floats, P(x, j) = P[x * px + j * pj], keys j < nk in order, X rows at stride xs):
+// dQ += dS·K and the selected forward's O += P·V with the head dimension in the vectors. R
+// rows per pass share each X load (R·Dh accumulators, 16 vectors of 16 floats); rows past n
+// repeat the last one and are stored first, so the real row's store wins.
+KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int px, int pj, const float *mul, int n,
+                     const float *restrict X, size_t xs, int nk, int Dh) {
     enum { RMAX = 16 };
     const int R = Dh >= 256 ? 1 : Dh >= 128 ? 2 : Dh >= 64 ? 4 : Dh >= 32 ? 8 : RMAX;
     for (int x0 = 0; x0 < n; x0 += R) {
@@ -124,12 +124,12 @@ KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int n, const floa
         float a[R][Dh];
         for (int w = 0; w < R; w++) {
             xr[w] = x0 + w < n ? x0 + w : n - 1;
-            for (int e = 0; e < Dh; e++) a[w][e] = Y[xr[w]][e];
+            for (int e = 0; e < Dh; e++) a[w][e] = mul ? Y[xr[w]][e] * mul[xr[w]] : Y[xr[w]][e];
         }
         for (int j = 0; j < nk; j++) {
             const float *xj = X + (size_t)j * xs;
             for (int w = 0; w < R; w++) {
-                const float c = P[xr[w] * ATTN_L + j];
+                const float c = P[(size_t)xr[w] * px + (size_t)j * pj];
 #pragma omp simd
                 for (int e = 0; e < Dh; e++) a[w][e] = fmaf(c, xj[e], a[w][e]);
             }
@@ -208,38 +208,38 @@ KERNEL rows_out_512(float *const *rows, const float *restrict XT, size_t xs, con
         }
 }
 
+// RW rows from row i of lanes_dot over NV vectors from X0 (both literals): RW * NV
+// accumulators, the NV XT vectors of each e loaded once for the RW rows.
+KERNEL lanes_dot_pass_512(float *restrict Y0, const float *restrict X0, const float *const *rows, int i, int Dh,
+                          int RW, int NV) {
+    __m512 a[24];
+    for (int u = 0; u < RW * NV; u++) a[u] = _mm512_setzero_ps();
+    for (int e = 0; e < Dh; e++) {
+        const float *xe = X0 + e * ATTN_L;
+        __m512 kv[4];
+        for (int b = 0; b < NV; b++) kv[b] = _mm512_loadu_ps(xe + 16 * b);
+        for (int w = 0; w < RW; w++) {
+            const __m512 c = _mm512_set1_ps(rows[i + w][e]);
+            for (int b = 0; b < NV; b++) a[w * NV + b] = _mm512_fmadd_ps(kv[b], c, a[w * NV + b]);
+        }
+    }
+    for (int w = 0; w < RW; w++)
+        for (int b = 0; b < NV; b++) _mm512_storeu_ps(Y0 + (i + w) * ATTN_L + 16 * b, a[w * NV + b]);
+}
+
 // lanes_dot over NV vectors from vb (NV a literal: see LANES_NV): six rows per pass with all
-// four vectors (24 accumulators), eight with fewer; the NV XT vectors of each e loaded once.
+// four vectors (24 accumulators), eight with fewer; the rest in passes of 4, 2 and 1 (one
+// row at a time, each FMA waited for its own XT load: ~2x the time per row).
 KERNEL lanes_dot_512(float *restrict Y, const float *restrict XT, const float *const *rows, int n, int Dh, int vb,
                      int NV) {
     const int RW = NV == 4 ? 6 : 8;
     const float *X0 = XT + vb * 16;
     float *Y0 = Y + vb * 16;
     int i = 0;
-    for (; i + RW <= n; i += RW) {
-        __m512 a[24];
-        for (int u = 0; u < RW * NV; u++) a[u] = _mm512_setzero_ps();
-        for (int e = 0; e < Dh; e++) {
-            const float *xe = X0 + e * ATTN_L;
-            __m512 kv[4];
-            for (int b = 0; b < NV; b++) kv[b] = _mm512_loadu_ps(xe + 16 * b);
-            for (int w = 0; w < RW; w++) {
-                const __m512 c = _mm512_set1_ps(rows[i + w][e]);
-                for (int b = 0; b < NV; b++) a[w * NV + b] = _mm512_fmadd_ps(kv[b], c, a[w * NV + b]);
-            }
-        }
-        for (int w = 0; w < RW; w++)
-            for (int b = 0; b < NV; b++) _mm512_storeu_ps(Y0 + (i + w) * ATTN_L + 16 * b, a[w * NV + b]);
-    }
-    for (; i < n; i++) {
-        __m512 a[4];
-        for (int b = 0; b < NV; b++) a[b] = _mm512_setzero_ps();
-        for (int e = 0; e < Dh; e++) {
-            const __m512 c = _mm512_set1_ps(rows[i][e]);
-            for (int b = 0; b < NV; b++) a[b] = _mm512_fmadd_ps(_mm512_loadu_ps(X0 + e * ATTN_L + 16 * b), c, a[b]);
-        }
-        for (int b = 0; b < NV; b++) _mm512_storeu_ps(Y0 + i * ATTN_L + 16 * b, a[b]);
-    }
+    for (; i + RW <= n; i += RW) lanes_dot_pass_512(Y0, X0, rows, i, Dh, RW, NV);
+    if (n - i >= 4) lanes_dot_pass_512(Y0, X0, rows, i, Dh, 4, NV), i += 4;
+    if (n - i >= 2) lanes_dot_pass_512(Y0, X0, rows, i, Dh, 2, NV), i += 2;
+    if (n - i >= 1) lanes_dot_pass_512(Y0, X0, rows, i, Dh, 1, NV);
 }
 
 // lanes_axpy over NV vectors from vb: six e per pass with all four vectors (24
@@ -277,30 +277,41 @@ KERNEL lanes_axpy_512(float *restrict AccT, const float *restrict W, const float
     }
 }
 
-// rows_axpy for Dh a multiple of 16 up to 256: R = 24 / (Dh / 16) rows per pass (24
-// accumulators), each key's Dh / 16 vectors loaded once for all R rows.
-KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
-                     int Dh) {
-    enum { ACC = 24 };
-    const int nv = Dh / 16, R = ACC / nv > 0 ? ACC / nv : 1;
-    for (int x0 = 0; x0 < n; x0 += R) {
-        const int rr = n - x0 < R ? n - x0 : R;
-        __m512 a[ACC];
-        for (int w = 0; w < R; w++)
-            for (int v = 0; v < nv; v++)
-                a[w * nv + v] = w < rr ? _mm512_loadu_ps(Y[x0 + w] + 16 * v) : _mm512_setzero_ps();
-        for (int j = 0; j < nk; j++) {
-            const float *xj = X + (size_t)j * xs;
-            __m512 xv[16];
-            for (int v = 0; v < nv; v++) xv[v] = _mm512_loadu_ps(xj + 16 * v);
-            for (int w = 0; w < R; w++) {
-                const __m512 c = _mm512_set1_ps(P[(x0 + (w < rr ? w : 0)) * ATTN_L + j]);
-                for (int v = 0; v < nv; v++) a[w * nv + v] = _mm512_fmadd_ps(c, xv[v], a[w * nv + v]);
-            }
+// R rows from row x0 of rows_axpy (R and Dh / 16 literals): R * Dh / 16 accumulators, each
+// key's Dh / 16 vectors loaded once for the R rows.
+KERNEL rows_axpy_pass_512(float *const *Y, const float *restrict P, int px, int pj, const float *mul, int x0,
+                          int R, const float *restrict X, size_t xs, int nk, int Dh) {
+    const int nv = Dh / 16;
+    __m512 a[24];
+    for (int w = 0; w < R; w++) {
+        const __m512 sc = _mm512_set1_ps(mul ? mul[x0 + w] : 1.0f);
+        for (int v = 0; v < nv; v++) {
+            const __m512 y = _mm512_loadu_ps(Y[x0 + w] + 16 * v);
+            a[w * nv + v] = mul ? _mm512_mul_ps(y, sc) : y;
         }
-        for (int w = 0; w < rr; w++)
-            for (int v = 0; v < nv; v++) _mm512_storeu_ps(Y[x0 + w] + 16 * v, a[w * nv + v]);
     }
+    for (int j = 0; j < nk; j++) {
+        const float *xj = X + (size_t)j * xs;
+        __m512 xv[16];
+        for (int v = 0; v < nv; v++) xv[v] = _mm512_loadu_ps(xj + 16 * v);
+        for (int w = 0; w < R; w++) {
+            const __m512 c = _mm512_set1_ps(P[(size_t)(x0 + w) * px + (size_t)j * pj]);
+            for (int v = 0; v < nv; v++) a[w * nv + v] = _mm512_fmadd_ps(c, xv[v], a[w * nv + v]);
+        }
+    }
+    for (int w = 0; w < R; w++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(Y[x0 + w] + 16 * v, a[w * nv + v]);
+}
+
+// rows_axpy for Dh a multiple of 16 up to 256: R = 24 / (Dh / 16) rows per pass (24
+// accumulators), the rest in passes of halving size (a short pass of R rows computed all R).
+KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int px, int pj, const float *mul, int n,
+                     const float *restrict X, size_t xs, int nk, int Dh) {
+    const int nv = Dh / 16, R = 24 / nv > 0 ? 24 / nv : 1;
+    int x0 = 0;
+    for (; x0 + R <= n; x0 += R) rows_axpy_pass_512(Y, P, px, pj, mul, x0, R, X, xs, nk, Dh);
+    for (int r = 16; r >= 1; r /= 2)
+        if (r < R && n - x0 >= r) rows_axpy_pass_512(Y, P, px, pj, mul, x0, r, X, xs, nk, Dh), x0 += r;
 }
 #else
 #define LANES_HAVE_512 0
@@ -389,9 +400,18 @@ KERNEL lanes_axpy(float *restrict AccT, const float *restrict W, const float *co
     LANES_PICK(1, lanes_axpy_512(AccT, W, rows, n, Dh, 0, 4), lanes_axpy_ref(AccT, W, rows, n, Dh, 0, 4));
 }
 
+// Y[x] += Σ_j P[x][j] X[j] (P row-major, ATTN_L floats a row): see rows_axpy_ref.
 KERNEL rows_axpy(float *const *Y, const float *restrict P, int n, const float *restrict X, size_t xs, int nk,
                  int Dh) {
-    LANES_PICK(Dh % 16 == 0 && Dh <= 256, rows_axpy_512(Y, P, n, X, xs, nk, Dh), rows_axpy_ref(Y, P, n, X, xs, nk, Dh));
+    LANES_PICK(Dh % 16 == 0 && Dh <= 256, rows_axpy_512(Y, P, ATTN_L, 1, NULL, n, X, xs, nk, Dh),
+               rows_axpy_ref(Y, P, ATTN_L, 1, NULL, n, X, xs, nk, Dh));
+}
+
+// Y[x] = Y[x] · mul[x] + Σ_j PT[j][x] X[j] (PT transposed: ATTN_L floats a key): see rows_axpy_ref.
+KERNEL rows_axpy_t(float *const *Y, const float *restrict PT, const float *mul, int n, const float *restrict X,
+                   size_t xs, int nk, int Dh) {
+    LANES_PICK(Dh % 16 == 0 && Dh <= 256, rows_axpy_512(Y, PT, 1, ATTN_L, mul, n, X, xs, nk, Dh),
+               rows_axpy_ref(Y, PT, 1, ATTN_L, mul, n, X, xs, nk, Dh));
 }
 
 #endif

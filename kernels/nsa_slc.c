@@ -11,40 +11,33 @@
 
 static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-// ---- Forward and dq: row groups per selected block ----
+// ---- Forward: batches of rows per selected block ----
 //
 // A task owns a tile of consecutive positions times the group's heads (up to SLC_ROWS rows)
 // and walks the union of the blocks its positions selected, ascending. For block j only the
-// rows whose position chose it take part, packed into groups of SLC_V lanes (two vectors):
-// lanes are rows, the block's keys are broadcast from K and V in place, and each row keeps
-// its online-softmax state (m, l, O) across blocks in the tile. Work is then what the
-// selection asks for, rounded up to SLC_V rows per block and tile, where a fixed 64-row
-// tile masked to each row's blocks paid for every row on every block of the union (with
-// 16 positions choosing differently, ~13x the selected tokens). A row's arithmetic (blocks
-// ascending, keys in chunks of <= SLC_KEYS from the block start) does not depend on which
-// rows share its group or tile.
-// Two vectors of rows: each key element broadcast then feeds two FMAs (with one vector the
-// kernels issued a load per FMA). Measured at S = 8k/16k, 2 threads, same bits: selected
-// forward 68-72 % of the dense kernel's GFLOP/s with 16 rows, 74-76 % with 32.
-#define SLC_V 32
-#define SLC_KEYS 64
-// Bigger tiles share each block among more rows and read K and V fewer times. Random choices
-// at 32k put ~5 positions of a 64-position tile on a block (19 rows: 60 % of two vectors);
-// at 64k a 256-position tile's union is nearly every block, so each tile streamed all of K
-// and V. Measured with the same bits, forward: 256 positions 1.3x faster than 64 at 32k
-// (1 thread), 1024 positions 1.25x faster than 256 at 64k and 1.2x at 32k (2 threads), the
-// same at 8k.
+// rows whose position chose it take part, in batches of up to SLC_BATCH rows (see
+// batch_forward), and each row keeps its online-softmax state (m, l, O) across blocks in
+// the tile. Work is then what the selection asks for, where a fixed 64-row tile masked to
+// each row's blocks paid for every row on every block of the union (with 16 positions
+// choosing differently, ~13x the selected tokens). A row's arithmetic (blocks ascending,
+// keys in chunks of <= 64 from the block start) does not depend on which rows share its
+// batch or tile.
+// Bigger tiles share each block among more rows (the block's keys are transposed once per
+// tile) and read K and V fewer times: at 64k a 256-position tile's union is nearly every
+// block, so each tile streamed all of K and V. Measured with the same bits, forward: 256
+// positions 1.3x faster than 64 at 32k (1 thread), 1024 positions 1.25x faster than 256 at
+// 64k and 1.2x at 32k (2 threads), the same at 8k (row groups then; with batches 512, 1024
+// and 2048 measure within 2 % of each other at 8k).
 #define SLC_POS 1024  // positions per tile (fewer when the group has many heads)
 #define SLC_ROWS 4096 // rows per tile: SLC_POS x heads, capped
-// The tile keeps its rows' q and state (see slc_at) in a per-thread scratch buffer (two
-// arrays of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
+// The tile keeps its rows' scaled q and output in a per-thread scratch buffer (two arrays
+// of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
 #define SLC_TILE_FLOATS 131072
 // With many blocks a tile's choosers spread thin: at 64k (1024 blocks, n = 16) a
-// 1024-position tile gives a block ~13 positions (52 of `small`'s rows, 81 % of the two
-// vectors of lanes they take), so where a block would get fewer than SLC_POS_PER_BLOCK
-// positions on average the tile (and its caps) doubles. Measured (2 threads, Zen 5, same
-// bits): selected forward 1.08-1.11x faster at 64k, unchanged at 32k, and 2-5 % slower at
-// 8k-16k, where the rule keeps 1024.
+// 1024-position tile gives a block ~13 positions (52 of `small`'s rows), so where a block
+// would get fewer than SLC_POS_PER_BLOCK positions on average the tile (and its caps)
+// doubles. Measured (2 threads, Zen 5, same bits) with batches at 64k: 1.05-1.09x faster
+// than 1024 positions throughout and 1.03-1.06x faster than 2048 throughout.
 #define SLC_POS_PER_BLOCK 24
 #define SLC_POS_MAX (2 * SLC_POS)
 
@@ -125,206 +118,94 @@ static int slc_union_next(SlcUnion *u, const int **pos, int *np) {
     return j;
 }
 
-// The tile keeps its rows' scaled q and output state in blocks of SLC_V rows, each block
-// [Dh][SLC_V] (the layout of a group's arrays): row r's element e is at
-// X[slc_at(r, Dh) + e * SLC_V]. A group that is a whole block (SLC_V consecutive rows from a
-// multiple of SLC_V: the forced blocks' choosers, and neighbours choosing alike) is computed
-// in place; others are gathered into [Dh][SLC_V] and scattered back, a position's hb rows
-// one run at a time. (With rows position-major every group was gathered, ~15 % of the
-// selected forward; fully e-major rows made the scattered groups' gathers touch a cache
-// line per e and measured slower.)
-static inline size_t slc_at(int r, int Dh) { return (size_t)(r / SLC_V) * Dh * SLC_V + r % SLC_V; }
-static inline size_t slc_tile_floats(int rows, int Dh) { return (size_t)(rows + SLC_V - 1) / SLC_V * SLC_V * Dh; }
+// A batch of the rows that chose a block: keys are the lanes. The chunk's keys, transposed
+// once per block into KT [Dh][64], meet each row's scaled q in place (lanes_dot: scores
+// S[x][j], row-major); S is transposed into ST[j][x] (16 x 16 register blocks) so that the
+// online-softmax step runs with rows as lanes, exactly as the dense kernel's; and each row's
+// output accumulator, a plain row of the tile, gains Σ_j p[x][j] v_j with V's rows read in
+// place and each p broadcast (rows_axpy_t, Dh in the vectors). Nothing of a row is gathered or scattered and no
+// lane is padding in the products. (Rows as lanes throughout, the earlier design, gathered
+// each group's q and state into [Dh][32] and scattered the state back: ~8 % of the selected
+// forward at 8k, ~20 % more with the groups' empty lanes at 64k.) A row's arithmetic is the
+// same chain of fmaf in the same order as there, so the bits are the same.
+// Rows per batch: whole passes of lanes_dot (6 rows) and rows_axpy (Dh = 32: 12). Measured
+// at 8k (2 threads, Zen 5): 32 rows 1.07x and 64 rows 1.03x slower than 48.
+#define SLC_BATCH 48
+_Static_assert(SLC_BATCH <= ATTN_L, "a batch's rows are the lanes of ST");
 
-KERNEL runs_gather(float *restrict XT, const float *restrict X, const int *rr, int nr, int hb, int Dh) {
-    for (int v0 = 0; v0 < nr; v0 += hb) {
-        const float *src = X + slc_at(rr[v0], Dh);
-        for (int e = 0; e < Dh; e++)
-            for (int h = 0; h < hb; h++) XT[e * SLC_V + v0 + h] = src[e * SLC_V + h];
-    }
-}
-KERNEL runs_scatter(float *restrict X, const float *restrict XT, const int *rr, int nr, int hb, int Dh) {
-    for (int v0 = 0; v0 < nr; v0 += hb) {
-        float *dst = X + slc_at(rr[v0], Dh);
-        for (int e = 0; e < Dh; e++)
-            for (int h = 0; h < hb; h++) dst[e * SLC_V + h] = XT[e * SLC_V + v0 + h];
-    }
-}
-// hb as a literal for the usual group sizes (the loops over a position's heads unroll),
-// run-time otherwise.
-#define HB_DISPATCH(hb, call)                     \
-    switch (hb) {                                 \
-    case 1: { const int hb_ = 1; call; break; }   \
-    case 2: { const int hb_ = 2; call; break; }   \
-    case 4: { const int hb_ = 4; call; break; }   \
-    case 8: { const int hb_ = 8; call; break; }   \
-    case 16: { const int hb_ = 16; call; break; } \
-    case 32: { const int hb_ = 32; call; break; } \
-    default: { const int hb_ = hb; call; break; } \
-    }
-
-// XT[e][v] = the tile's element e of row rr[v] for lanes v < nr, 0 beyond. Groups are
-// filled position by position, so when hb divides SLC_V a group is whole positions (runs of
-// hb rows, which never straddle two blocks).
-KERNEL group_gather(float *restrict XT, const float *restrict X, int hb, const int *rr, int nr, int Dh) {
-    if (SLC_V % hb == 0) {
-        HB_DISPATCH(hb, runs_gather(XT, X, rr, nr, hb_, Dh));
-    } else {
-        for (int v = 0; v < nr; v++)
-            for (int e = 0; e < Dh; e++) XT[e * SLC_V + v] = X[slc_at(rr[v], Dh) + e * SLC_V];
-    }
-    for (int e = 0; e < Dh; e++)
-        for (int v = nr; v < SLC_V; v++) XT[e * SLC_V + v] = 0.0f;
-}
-
-// The tile's element e of row rr[v] = XT[e][v] for v < nr.
-KERNEL group_scatter(float *restrict X, const float *restrict XT, int hb, const int *rr, int nr, int Dh) {
-    if (SLC_V % hb == 0) {
-        HB_DISPATCH(hb, runs_scatter(X, XT, rr, nr, hb_, Dh));
-    } else {
-        for (int v = 0; v < nr; v++)
-            for (int e = 0; e < Dh; e++) X[slc_at(rr[v], Dh) + e * SLC_V] = XT[e * SLC_V + v];
-    }
-}
-
-// S[s][v] = Σ_e XT[e][v] k_s[e] for keys s < nk (rows of k at stride ks) and lanes v < V
-// (16 or SLC_V; arrays keep the stride SLC_V): eight keys per pass sharing each XT load, so
-// that eight independent FMA chains cover the FMA latency of both ports (four chains ran at
-// half the FMA rate). Keys past nk repeat the last one and are not stored.
-#define GROUP_W 8
-KERNEL group_dot(float *restrict S, const float *restrict XT, const float *restrict k, size_t ks, int nk,
-                 int Dh, int V) {
-    for (int j = 0; j < nk; j += GROUP_W) {
-        const float *kk[GROUP_W];
-        for (int w = 0; w < GROUP_W; w++) kk[w] = k + (size_t)nsa_imin(j + w, nk - 1) * ks;
-        float a[GROUP_W][SLC_V] = {{0}};
-        for (int e = 0; e < Dh; e++) {
-            const float *xe = XT + e * SLC_V;
-            for (int w = 0; w < GROUP_W; w++) {
-                const float c = kk[w][e];
-#pragma omp simd
-                for (int v = 0; v < V; v++) a[w][v] = fmaf(xe[v], c, a[w][v]);
-            }
-        }
-        for (int w = 0; w < GROUP_W && j + w < nk; w++)
-            for (int v = 0; v < V; v++) S[(j + w) * SLC_V + v] = a[w][v];
-    }
-}
-
-// AccT[e][v] += Σ_s W[s][v] x_s[e] over keys s < nk in order, eight e per pass sharing each
-// W load. Near the end the e's clamp to Dh - 1; the highest is written first so that the
-// real one wins.
-KERNEL group_axpy(float *restrict AccT, const float *restrict W, const float *restrict x, size_t ks, int nk,
-                  int Dh, int V) {
-    for (int e = 0; e < Dh; e += GROUP_W) {
-        int ee[GROUP_W];
-        float a[GROUP_W][SLC_V];
-        for (int w = 0; w < GROUP_W; w++) {
-            ee[w] = nsa_imin(e + w, Dh - 1);
-            for (int v = 0; v < V; v++) a[w][v] = AccT[ee[w] * SLC_V + v];
-        }
-        for (int s = 0; s < nk; s++) {
-            const float *ws = W + s * SLC_V, *xs = x + (size_t)s * ks;
-            for (int w = 0; w < GROUP_W; w++) {
-                const float c = xs[ee[w]];
-#pragma omp simd
-                for (int v = 0; v < V; v++) a[w][v] = fmaf(ws[v], c, a[w][v]);
-            }
-        }
-        for (int w = GROUP_W - 1; w >= 0; w--)
-            for (int v = 0; v < V; v++) AccT[ee[w] * SLC_V + v] = a[w][v];
-    }
-}
-
-// One group of V lanes (16 or SLC_V; positions tv[x], -1 for padding lanes) over block
-// [blo, bhi): the online-softmax step per chunk of keys on the group's scaled q QT and
-// state OT, m, l ([Dh][SLC_V] and [SLC_V]: a block of the tile, or gathered). A lane's
-// arithmetic is the same whatever V.
-KERNEL group_forward(float *restrict OT, float *restrict m, float *restrict l, const float *restrict QT,
-                     const float *restrict k, const float *restrict v, size_t ks, const int *tv, int blo, int bhi,
-                     int Dh, int V) {
-    float S[SLC_KEYS * SLC_V], mv[SLC_V], lv[SLC_V], mx[SLC_V], base[SLC_V], corr[SLC_V], sum[SLC_V];
-    int tmax = -1, tmin = 0x7fffffff;
-    for (int x = 0; x < V; x++) {
-        mv[x] = m[x], lv[x] = l[x];
-        tmax = tv[x] > tmax ? tv[x] : tmax;
-        if (tv[x] >= 0) tmin = tv[x] < tmin ? tv[x] : tmin;
-    }
-    const int kend = nsa_imin(bhi, tmax + 1);
-    for (int s0 = blo; s0 < kend; s0 += SLC_KEYS) {
-        const int nk = nsa_imin(SLC_KEYS, kend - s0);
-        group_dot(S, QT, k + (size_t)s0 * ks, ks, nk, Dh, V);
-        for (int x = 0; x < V; x++) mx[x] = mv[x];
-        // Mask only where the causal edge runs through the chunk; padding lanes (zero
-        // queries, never written back) may then see keys, harmlessly.
-        if (s0 + nk - 1 > tmin) {
-            for (int j = 0; j < nk; j++) {
-                const int sj = s0 + j;
-#pragma omp simd
-                for (int x = 0; x < V; x++) {
-                    const float y = S[j * SLC_V + x];
-                    S[j * SLC_V + x] = sj <= tv[x] ? y : -INFINITY;
-                }
-            }
-        }
-        for (int j = 0; j < nk; j++)
-#pragma omp simd
-            for (int x = 0; x < V; x++) mx[x] = S[j * SLC_V + x] > mx[x] ? S[j * SLC_V + x] : mx[x];
-#pragma omp simd
-        for (int x = 0; x < V; x++) {
-            base[x] = mx[x] == -INFINITY ? 0.0f : mx[x];
-            corr[x] = attn_expf(mv[x] - base[x]);
-            sum[x] = 0.0f;
-        }
+// The online-softmax step of chunk [s0, s0 + nk) for lanes x < V (a multiple of 16; lanes
+// past the batch hold stale scores and are never written back): ST[j][x] becomes
+// exp(score - base), mv and lv the rows' running maximum and sum, corr[x] the factor on the
+// row's output so far. Rows see keys up to their position tv[x]; tmin is the batch's lowest.
+KERNEL batch_softmax(float *restrict ST, float *restrict mv, float *restrict lv, float *restrict corr,
+                     const int *tv, int s0, int nk, int tmin, int V) {
+    float mx[ATTN_L], base[ATTN_L], sum[ATTN_L];
+    for (int x = 0; x < V; x++) mx[x] = mv[x];
+    // Mask only where the causal edge runs through the chunk.
+    if (s0 + nk - 1 > tmin) {
         for (int j = 0; j < nk; j++) {
+            const int sj = s0 + j;
 #pragma omp simd
             for (int x = 0; x < V; x++) {
-                float p = attn_expf(S[j * SLC_V + x] - base[x]);
-                S[j * SLC_V + x] = p;
-                sum[x] += p;
+                const float y = ST[j * ATTN_L + x];
+                ST[j * ATTN_L + x] = sj <= tv[x] ? y : -INFINITY;
             }
         }
-        for (int x = 0; x < V; x++) lv[x] = lv[x] * corr[x] + sum[x], mv[x] = mx[x];
-        for (int e = 0; e < Dh; e++)
+    }
+    for (int j = 0; j < nk; j++)
 #pragma omp simd
-            for (int x = 0; x < V; x++) OT[e * SLC_V + x] *= corr[x];
-        group_axpy(OT, S, v + (size_t)s0 * ks, ks, nk, Dh, V);
+        for (int x = 0; x < V; x++) mx[x] = ST[j * ATTN_L + x] > mx[x] ? ST[j * ATTN_L + x] : mx[x];
+#pragma omp simd
+    for (int x = 0; x < V; x++) {
+        base[x] = mx[x] == -INFINITY ? 0.0f : mx[x];
+        corr[x] = attn_expf(mv[x] - base[x]);
+        sum[x] = 0.0f;
     }
-    for (int x = 0; x < V; x++) m[x] = mv[x], l[x] = lv[x];
+    for (int j = 0; j < nk; j++) {
+#pragma omp simd
+        for (int x = 0; x < V; x++) {
+            float p = attn_expf(ST[j * ATTN_L + x] - base[x]);
+            ST[j * ATTN_L + x] = p;
+            sum[x] += p;
+        }
+    }
+    for (int x = 0; x < V; x++) lv[x] = lv[x] * corr[x] + sum[x], mv[x] = mx[x];
 }
 
-// One group of nr rows (tile rows rr[v], positions t[v]) over block [blo, bhi): in place
-// when it is a whole block of the tile, else gathered and scattered back.
-KERNEL group_run(float *restrict OTe, float *restrict m, float *restrict l, const float *restrict QTe, int hb,
-                 const float *restrict k, const float *restrict v, size_t ks, const int *rr, const int *t, int nr,
-                 int blo, int bhi, int Dh) {
-    int tv[SLC_V];
-    float QTg[Dh * SLC_V], OTg[Dh * SLC_V], mg[SLC_V], lg[SLC_V];
-    for (int x = 0; x < SLC_V; x++) tv[x] = x < nr ? t[x] : -1;
-    // One call site for both cases: with two, gcc spilled an accumulator of one copy.
-    const int inplace = nr == SLC_V && rr[0] % SLC_V == 0 && rr[SLC_V - 1] - rr[0] == SLC_V - 1;  // rows ascend
-    float *OT = inplace ? OTe + slc_at(rr[0], Dh) : OTg, *mp = inplace ? m + rr[0] : mg, *lp = inplace ? l + rr[0] : lg;
-    const float *QT = inplace ? QTe + slc_at(rr[0], Dh) : QTg;
-    if (!inplace) {
-        group_gather(QTg, QTe, hb, rr, nr, Dh);
-        group_gather(OTg, OTe, hb, rr, nr, Dh);
-        for (int x = 0; x < SLC_V; x++) mg[x] = x < nr ? m[rr[x]] : -INFINITY, lg[x] = x < nr ? l[rr[x]] : 0.0f;
+// One batch of nb <= SLC_BATCH rows (tile rows rr[x] at positions t[x], ascending) over the
+// chunk [s0, s0 + nk) whose keys KT holds ([Dh][64], transposed, zero past the chunk) and
+// whose values are vs (rows at stride ks): the rows' scaled q (Qs) and output (Os) are plain
+// rows of Dh floats, m and l per tile row. ST is [64][64] scratch, every lane defined.
+KERNEL batch_forward(float *restrict Os, float *restrict m, float *restrict l, const float *restrict Qs,
+                     const float *restrict KT, const float *restrict vs, size_t ks, float *restrict ST,
+                     const int *rr, const int *t, int nb, int s0, int nk, int Dh) {
+    float S[SLC_BATCH * ATTN_L], mv[ATTN_L], lv[ATTN_L], corr[ATTN_L];
+    const float *qp[SLC_BATCH], *sp[SLC_BATCH];
+    float *op[SLC_BATCH];
+    int tv[ATTN_L], tmin = t[0];
+    const int nv = (nk + 15) / 16, V = (nb + 15) / 16 * 16;
+    for (int x = 0; x < nb; x++) {
+        qp[x] = Qs + (size_t)rr[x] * Dh, op[x] = Os + (size_t)rr[x] * Dh, sp[x] = S + x * ATTN_L;
+        mv[x] = m[rr[x]], lv[x] = l[rr[x]], tv[x] = t[x];
+        tmin = t[x] < tmin ? t[x] : tmin;
     }
-    // A group of at most 16 rows (the last of a block, about half the time) computes one
-    // vector of lanes instead of two.
-    if (nr <= 16)
-        group_forward(OT, mp, lp, QT, k, v, ks, tv, blo, bhi, Dh, 16);
-    else
-        group_forward(OT, mp, lp, QT, k, v, ks, tv, blo, bhi, Dh, SLC_V);
-    if (!inplace) {
-        for (int x = 0; x < nr; x++) m[rr[x]] = mg[x], l[rr[x]] = lg[x];
-        group_scatter(OTe, OTg, hb, rr, nr, Dh);
+    for (int x = nb; x < V; x++) mv[x] = -INFINITY, lv[x] = 0.0f, tv[x] = -1;
+    lanes_dot_part(S, KT, qp, nb, Dh, 0, nv);          // S[x][j] = q_x·k_j / sqrt(Dh)
+    cols_from_rows(ST, ATTN_L, sp, nb, 16 * nv, 1.0f);  // ST[j][x] = S[x][j]
+    switch (V) {
+    case 16: batch_softmax(ST, mv, lv, corr, tv, s0, nk, tmin, 16); break;
+    case 32: batch_softmax(ST, mv, lv, corr, tv, s0, nk, tmin, 32); break;
+    case 48: batch_softmax(ST, mv, lv, corr, tv, s0, nk, tmin, 48); break;
+    default: batch_softmax(ST, mv, lv, corr, tv, s0, nk, tmin, ATTN_L); break;
     }
+    for (int x = 0; x < nb; x++) m[rr[x]] = mv[x], l[rr[x]] = lv[x];
+    rows_axpy_t(op, ST, corr, nb, vs, ks, nk, Dh);  // o_x = o_x · corr_x + Σ_j p[j][x] v_j
 }
 
-// Walks a tile's union and calls fn on every group of <= SLC_V rows that chose a block.
-// Rows are r = i * hb + h for position t0 + i and head h0 + h.
-#define SLC_FOR_GROUPS(s, csr, idx, b, g, t0, nt, h0, hb, BODY)                                   \
+// Walks a tile's union and runs BODY on every batch of <= SLC_BATCH rows (rr, tt, nr) that
+// chose block [blo, bhi), once per chunk [s0, s0 + nk) of the block's keys (KT transposed
+// by KEYS beforehand); rows are r = i * hb + h for position t0 + i and head h0 + h.
+#define SLC_FOR_BATCHES(s, csr, idx, b, g, t0, nt, h0, hb, KEYS, BODY)                           \
     do {                                                                                         \
         SlcUnion u_;                                                                             \
         const int *pos_;                                                                         \
@@ -332,21 +213,33 @@ KERNEL group_run(float *restrict OTe, float *restrict m, float *restrict l, cons
         slc_union_init(&u_, csr, idx, b, g, t0, nt, s);                                          \
         while ((j_ = slc_union_next(&u_, &pos_, &np_)) >= 0) {                                   \
             const int blo = j_ * (s)->slc_block, bhi = nsa_imin(blo + (s)->slc_block, (s)->T);   \
-            int rr[SLC_V], tt[SLC_V], nr = 0;                                                    \
-            for (int pi_ = 0; pi_ < np_; pi_++)                                                  \
-                for (int h_ = 0; h_ < (hb); h_++) {                                              \
-                    const int i_ = pos_[pi_];                                                    \
-                    rr[nr] = i_ * (hb) + h_, tt[nr] = (t0) + i_;                                 \
-                    if (++nr == SLC_V || (pi_ == np_ - 1 && h_ == (hb) - 1)) {                   \
-                        BODY;                                                                    \
-                        nr = 0;                                                                  \
+            const int kend_ = nsa_imin(bhi, (t0) + pos_[np_ - 1] + 1);                            \
+            for (int s0 = blo; s0 < kend_; s0 += ATTN_L) {                                       \
+                const int nkc_ = nsa_imin(ATTN_L, kend_ - s0);                                   \
+                KEYS;                                                                            \
+                int rr[SLC_BATCH], tt[SLC_BATCH], nr = 0;                                        \
+                for (int pi_ = 0; pi_ < np_; pi_++)                                              \
+                    for (int h_ = 0; h_ < (hb); h_++) {                                          \
+                        rr[nr] = pos_[pi_] * (hb) + h_, tt[nr] = (t0) + pos_[pi_];                \
+                        if (++nr == SLC_BATCH || (pi_ == np_ - 1 && h_ == (hb) - 1)) {           \
+                            const int nk = nsa_imin(nkc_, tt[nr - 1] + 1 - s0);                  \
+                            if (nk > 0) BODY;                                                    \
+                            nr = 0;                                                              \
+                        }                                                                        \
                     }                                                                            \
-                }                                                                                \
+            }                                                                                    \
         }                                                                                        \
     } while (0)
 
+// Y[r][e] = rows[r][e] * mul for r < n: rows into a plain [n][Dh] array.
+KERNEL rows_scaled(float *restrict Y, const float *const *rows, int n, int Dh, float mul) {
+    for (int r = 0; r < n; r++)
+#pragma omp simd
+        for (int e = 0; e < Dh; e++) Y[(size_t)r * Dh + e] = rows[r][e] * mul;
+}
+
 // Row pointers of tile rows [r0, r0 + n) into x (heads adjacent, positions H rows apart).
-static void slc_row_ptrs(float **p, float *x, size_t row0, int H, int hb, int r0, int n, int Dh) {
+static void slc_row_ptrs(const float **p, const float *x, size_t row0, int H, int hb, int r0, int n, int Dh) {
     for (int r = 0; r < n; r++) p[r] = x + (row0 + (size_t)((r0 + r) / hb) * H + (r0 + r) % hb) * Dh;
 }
 
@@ -355,31 +248,35 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
                              const NsaShape *s) {
     const int Dh = s->Dh, rows = nt * hb;
     const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
-    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0, tf = slc_tile_floats(rows, Dh);
-    float *QTe = scratch, *OTe = QTe + tf, m[rows], l[rows];
-    float *ptr[SLC_V];
-    for (int r0 = 0; r0 < rows; r0 += SLC_V) {  // q, scaled, into the tile's blocks
-        const int n = nsa_imin(SLC_V, rows - r0);
-        slc_row_ptrs(ptr, (float *)q, row0, s->H, hb, r0, n, Dh);
-        DISPATCH_DH(Dh, cols_from_rows(QTe + slc_at(r0, Dh), SLC_V, (const float *const *)ptr, n, Dh_,
-                                       1.0f / sqrtf((float)Dh)));
+    const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    float *Qs = scratch, *Os = Qs + (size_t)rows * Dh, m[rows], l[rows];
+    float KT[Dh * ATTN_L], ST[ATTN_L * ATTN_L];
+    const float *ptr[ATTN_L];
+    for (int r0 = 0; r0 < rows; r0 += ATTN_L) {  // q, scaled, into the tile's rows
+        const int n = nsa_imin(ATTN_L, rows - r0);
+        slc_row_ptrs(ptr, q, row0, s->H, hb, r0, n, Dh);
+        DISPATCH_DH(Dh, rows_scaled(Qs + (size_t)r0 * Dh, ptr, n, Dh_, scale));
     }
     for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
-    for (size_t i = 0; i < tf; i++) OTe[i] = 0.0f;
-    SLC_FOR_GROUPS(s, csr, idx, b, g, t0, nt, h0, hb,
-                   DISPATCH_DH(Dh, group_run(OTe, m, l, QTe, hb, k + kvoff, v + kvoff, ks, rr, tt, nr, blo, bhi,
-                                             Dh_)));
-    // o = OT / l and lse = m + log l per row; a row with no selected key gets o = 0, lse = -inf.
-    for (int r0 = 0; r0 < rows; r0 += SLC_V) {
-        const int n = nsa_imin(SLC_V, rows - r0);
-        float inv[SLC_V];
-        slc_row_ptrs(ptr, o, row0, s->H, hb, r0, n, Dh);
-        for (int r = 0; r < n; r++) {
-            const int rt = r0 + r;
-            inv[r] = l[rt] > 0.0f ? 1.0f / l[rt] : 0.0f;
-            lse[row0 + (size_t)(rt / hb) * s->H + rt % hb] = l[rt] > 0.0f ? m[rt] + logf(l[rt]) : -INFINITY;
-        }
-        DISPATCH_DH(Dh, rows_from_cols(ptr, OTe + slc_at(r0, Dh), SLC_V, inv, n, Dh_));
+    memset(Os, 0, (size_t)rows * Dh * sizeof(float));
+    memset(ST, 0, sizeof ST);
+    const float *kb = k + kvoff, *vb = v + kvoff;
+    SLC_FOR_BATCHES(s, csr, idx, b, g, t0, nt, h0, hb,
+                    {
+                        const float *kp[ATTN_L];
+                        for (int j = 0; j < nkc_; j++) kp[j] = kb + (size_t)(s0 + j) * ks;
+                        DISPATCH_DH(Dh, lanes_transpose(KT, kp, nkc_, Dh_, 1.0f));
+                    },
+                    DISPATCH_DH(Dh, batch_forward(Os, m, l, Qs, KT, vb + (size_t)s0 * ks, ks, ST, rr, tt, nr, s0, nk,
+                                                  Dh_)));
+    // o = O / l and lse = m + log l per row; a row with no selected key gets o = 0, lse = -inf.
+    for (int r = 0; r < rows; r++) {
+        const size_t at = row0 + (size_t)(r / hb) * s->H + r % hb;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        lse[at] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+#pragma omp simd
+        for (int e = 0; e < Dh; e++) o[at * Dh + e] = Os[(size_t)r * Dh + e] * inv;
     }
 }
 
@@ -387,10 +284,10 @@ void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, 
                           const int32_t *idx, const NsaShape *s) {
     const SlcGrid gr = slc_grid(s);
     const long tasks = (long)s->B * s->G * gr.nhc * gr.nqp;
-    const size_t tf = slc_tile_floats(gr.qp * gr.hb, s->Dh);
+    const size_t tf = (size_t)gr.qp * gr.hb * s->Dh;
 #pragma omp parallel
     {
-        float *scratch = nsa_malloc(2 * tf * sizeof(float));  // QTe, OTe
+        float *scratch = nsa_malloc(2 * tf * sizeof(float));  // Qs, Os
         int *csr = nsa_malloc(slc_union_ints(s) * sizeof(int));
 #pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < tasks; task++) {

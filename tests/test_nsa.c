@@ -74,6 +74,10 @@ Test(nsa, deterministic_across_threads_and_paths) {
     check_threads_and_paths(kref_nsa_shape(2, 160, 4, 2, 16, 16, 8, 16, 5));
     // Dh = 32 with 64-key blocks: the shapes of the default model
     check_threads_and_paths(kref_nsa_shape(1, 300, 8, 2, 32, 32, 16, 64, 3));
+    // Dh = 64, three heads a position, 13 blocks for 4 choices: the selected forward's
+    // batches end in odd row counts, so the products' short passes (4, 2, 1 rows) run on
+    // both paths (dropping the 1-row pass fails the forward's output here and nowhere else)
+    check_threads_and_paths(kref_nsa_shape(1, 200, 6, 2, 64, 16, 8, 16, 4));
 }
 
 Test(nsa, block_counts) {
