@@ -117,8 +117,6 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     NSA_ASSERT(np <= ATTN_ROWS && nt <= np);
     int nc[ATTN_ROWS], cnt[ATTN_ROWS], kk[ATTN_ROWS], nb[ATTN_ROWS], jmax = 0;
     float thr[ATTN_ROWS];
-    int32_t(*best)[n] = nsa_malloc((size_t)nt * n * sizeof(int32_t));
-    float(*bs)[n] = nsa_malloc((size_t)nt * n * sizeof(float));
 #if LANES_HAVE_512
     // The AVX-512 path keeps each position's list in one vector (n <= 16), the portable one
     // in best/bs; the fused-vs-separate selection test holds it to select_topn bit for bit.
@@ -128,7 +126,11 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     if (vec)
         for (int i = 0; i < np; i++)
             for (int a = 0; a < 16; a++) bsv[i][a] = -INFINITY, idv[i][a] = -1;
+#else
+    const int vec = 0;
 #endif
+    int32_t(*best)[n] = vec ? NULL : nsa_malloc((size_t)nt * n * sizeof(int32_t));
+    float(*bs)[n] = vec ? NULL : nsa_malloc((size_t)nt * n * sizeof(float));
     for (int i = 0; i < np; i++) {
         nc[i] = 0, thr[i] = INFINITY;  // never enters
         if (i >= nt) continue;
@@ -191,7 +193,7 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     }
     // Ascending ids: the picks are distinct blocks < ncand, so a bitmap sorts them.
     const int nw = (jmax + 64) / 64;
-    uint64_t *bits = nsa_malloc((size_t)nw * sizeof(uint64_t));
+    uint64_t bits_s[64], *bits = nw <= 64 ? bits_s : nsa_malloc((size_t)nw * sizeof(uint64_t));
     for (int i = 0; i < nt; i++) {
         if (cnt[i] < 0) continue;
         int32_t *o = out + (size_t)i * ostride;
@@ -210,7 +212,8 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
             for (uint64_t b = bits[w]; b; b &= b - 1) o[c++] = w * 64 + __builtin_ctzll(b);
         for (int a = c; a < n; a++) o[a] = -1;
     }
-    free(bits), free(best), free(bs);
+    if (bits != bits_s) free(bits);
+    free(best), free(bs);
 }
 
 // ps[j][i] += Σ_h ph[i * hb + h], heads in order (positions i < qb).

@@ -234,7 +234,8 @@ Test(nsa_select, fused_ties_match_separate) {
 Test(nsa_select, pool_matches_recomputed) {
     const struct {
         int Dh, a, bq, nk, n;
-    } cases[] = {{32, 4, 2, 200, 64}, {16, 1, 1, 64, 37}, {24, 3, 2, 150, 64}, {32, 2, 4, 1, 10}, {16, 4, 2, 130, 5}};
+    } cases[] = {{32, 4, 2, 200, 64}, {16, 1, 1, 64, 37}, {24, 3, 2, 150, 64}, {32, 2, 4, 1, 10}, {16, 4, 2, 130, 5},
+                 {16, 2, 2, 100, 20}};  // (a, bq) = (4, 2) and (2, 2) take pool_chunk's literal paths
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int Dh = cases[c].Dh, nk = cases[c].nk, n = cases[c].n, L = ATTN_ROWS;
         const AttnPool pool = {.a = cases[c].a, .bq = cases[c].bq};
