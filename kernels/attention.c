@@ -248,14 +248,7 @@ KERNEL fwd_chunk(FwdState *st, const AttnPool *pool, float *restrict part, float
         corr[r] = attn_expf(m[r] - base[r]);
         sum[r] = 0.0f;
     }
-    for (int j = 0; j < nk; j++) {
-#pragma omp simd
-        for (int r = 0; r < L; r++) {
-            float p = attn_expf(S[j * L + r] - base[r]);
-            S[j * L + r] = p;
-            sum[r] += p;
-        }
-    }
+    lanes_exp_sum(S, sum, base, nk, L);
     if (pool) {
         pool_chunk(part + (size_t)(s0 / L) * attn_pool_max(pool) * L, S, s0, nk, pool);
         memcpy(bases + (size_t)s0, base, L * sizeof(float));  // chunk s0 / L
@@ -394,12 +387,7 @@ KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, floa
                 const float Dv = D[tl.off[r]];
                 const int jlo = tl.lo[r] - k0, jhi = imin(tl.hi[r] - k0, nk);
                 if (jlo <= 0 && jhi >= L) {  // sees the whole (full) key block: no mask
-#pragma omp simd
-                    for (int j = 0; j < L; j++) {
-                        const float p = attn_expf(P[r * L + j] - lr);
-                        P[r * L + j] = p;
-                        dS[r * L + j] = scale * (p * (dS[r * L + j] - Dv));
-                    }
+                    row_exp_ds(P + r * L, dS + r * L, lr, Dv, scale);
                     continue;
                 }
 #pragma omp simd

@@ -43,6 +43,30 @@ KERNEL rows_out_ref(float *const *rows, const float *restrict XT, size_t xs, con
         for (int e = 0; e < Dh; e++) rows[l][e] = ADD ? rows[l][e] + XT[e * xs + l] : XT[e * xs + l] * mul[l];
 }
 
+// For keys j < nk and lanes x < V (a multiple of 16): P[j][x] = exp(P[j][x] - base[x])
+// (attn_expf), sum[x] += each in order of j. The softmax step of the forward kernels.
+KERNEL lanes_exp_sum_ref(float *restrict P, float *restrict sum, const float *restrict base, int nk, int V) {
+    for (int j = 0; j < nk; j++) {
+#pragma omp simd
+        for (int x = 0; x < V; x++) {
+            const float p = attn_expf(P[j * ATTN_L + x] - base[x]);
+            P[j * ATTN_L + x] = p;
+            sum[x] += p;
+        }
+    }
+}
+
+// One backward row over a whole key block (64 keys, no mask): P[j] = exp(P[j] - lr), then
+// dS[j] = scale · (P[j] · (dS[j] - D)).
+KERNEL row_exp_ds_ref(float *restrict P, float *restrict dS, float lr, float D, float scale) {
+#pragma omp simd
+    for (int j = 0; j < ATTN_L; j++) {
+        const float p = attn_expf(P[j] - lr);
+        P[j] = p;
+        dS[j] = scale * (p * (dS[j] - D));
+    }
+}
+
 // The 64 lanes are walked as LANE_V consecutive lanes times 64 / LANE_V blocks (block loop
 // inner): gcc then keeps every accumulator in a vector register and broadcasts the scalar
 // operand, where the plain 64-lane loop got stack accumulators and gathers.
@@ -313,6 +337,47 @@ KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int px, int pj, c
     for (int r = 16; r >= 1; r /= 2)
         if (r < R && n - x0 >= r) rows_axpy_pass_512(Y, P, px, pj, mul, x0, r, X, xs, nk, Dh), x0 += r;
 }
+// nsa_expf (kernels/vexp.h) for 16 floats, the same operations in the same order so the
+// same bits: gcc's vectorisation of it spent ~35 instructions a vector on masked copies of
+// its selects; this takes 18. The clamp's order differs only for NaN, whose result is x
+// either way; 2^n scales by vscalefps, which rounds p·2^n once as the multiplication by
+// the constructed 2^n did (n is an integer in [-126, 127]).
+static inline __attribute__((always_inline)) __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.0f), magic = _mm512_set1_ps(12582912.0f);
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
+    const __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xc));
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);  // 0 where x < -87
+    const __m512 y = _mm512_maskz_scalef_ps(keep, p, n);
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+KERNEL lanes_exp_sum_512(float *restrict P, float *restrict sum, const float *restrict base, int nk, int V) {
+    __m512 b[ATTN_L / 16], acc[ATTN_L / 16];
+    for (int v = 0; v < V / 16; v++) b[v] = _mm512_loadu_ps(base + 16 * v), acc[v] = _mm512_loadu_ps(sum + 16 * v);
+    for (int j = 0; j < nk; j++)
+        for (int v = 0; v < V / 16; v++) {
+            const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(P + j * ATTN_L + 16 * v), b[v]));
+            _mm512_storeu_ps(P + j * ATTN_L + 16 * v, p);
+            acc[v] = _mm512_add_ps(acc[v], p);
+        }
+    for (int v = 0; v < V / 16; v++) _mm512_storeu_ps(sum + 16 * v, acc[v]);
+}
+KERNEL row_exp_ds_512(float *restrict P, float *restrict dS, float lr, float D, float scale) {
+    const __m512 l = _mm512_set1_ps(lr), d = _mm512_set1_ps(D), sc = _mm512_set1_ps(scale);
+    for (int v = 0; v < ATTN_L / 16; v++) {
+        const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(P + 16 * v), l));
+        _mm512_storeu_ps(P + 16 * v, p);
+        _mm512_storeu_ps(dS + 16 * v, _mm512_mul_ps(sc, _mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(dS + 16 * v), d))));
+    }
+}
 #else
 #define LANES_HAVE_512 0
 #endif
@@ -362,6 +427,17 @@ KERNEL lanes_axpy_part(float *restrict AccT, const float *restrict W, const floa
                        int nv) {
     LANES_PICK(1, LANES_NV(nv, lanes_axpy_512(AccT, W, rows, n, Dh, vb, NV_)),
                lanes_axpy_ref(AccT, W, rows, n, Dh, vb, nv));
+}
+
+// P[j][x] = exp(P[j][x] - base[x]) and sum[x] += them in order of j, for j < nk and
+// lanes x < V (16, 32, 48 or 64).
+KERNEL lanes_exp_sum(float *restrict P, float *restrict sum, const float *restrict base, int nk, int V) {
+    LANES_PICK(1, lanes_exp_sum_512(P, sum, base, nk, V), lanes_exp_sum_ref(P, sum, base, nk, V));
+}
+
+// See row_exp_ds_ref.
+KERNEL row_exp_ds(float *restrict P, float *restrict dS, float lr, float D, float scale) {
+    LANES_PICK(1, row_exp_ds_512(P, dS, lr, D, scale), row_exp_ds_ref(P, dS, lr, D, scale));
 }
 
 // The transposes need Dh a multiple of 16.

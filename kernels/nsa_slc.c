@@ -161,14 +161,7 @@ KERNEL batch_softmax(float *restrict ST, float *restrict mv, float *restrict lv,
         corr[x] = attn_expf(mv[x] - base[x]);
         sum[x] = 0.0f;
     }
-    for (int j = 0; j < nk; j++) {
-#pragma omp simd
-        for (int x = 0; x < V; x++) {
-            float p = attn_expf(ST[j * ATTN_L + x] - base[x]);
-            ST[j * ATTN_L + x] = p;
-            sum[x] += p;
-        }
-    }
+    lanes_exp_sum(ST, sum, base, nk, V);
     for (int x = 0; x < V; x++) lv[x] = lv[x] * corr[x] + sum[x], mv[x] = mx[x];
 }
 

@@ -1,12 +1,14 @@
 // test_attention.c: dense causal / sliding-window flash attention against a materialised
 // double-precision softmax, finite differences, and thread-count determinism.
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/attn_lanes.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 #include "kernels/rng.h"
@@ -276,4 +278,63 @@ Test(attention, expf_accuracy) {
     cr_expect(attn_expf(-INFINITY) == 0.0f);
     cr_expect(attn_expf(-100.0f) == 0.0f);
     cr_expect(attn_expf(0.0f) == 1.0f);
+}
+
+// The softmax exponentials' two paths (lanes_exp_sum, row_exp_ds: exp512 against the
+// portable nsa_expf) give the same bits: every float from -104 to 89 at a step of 2^-10
+// (covering the clamps at -87 and 88 and the subnormal results just above -87.3), a sweep of
+// the bit patterns of [-2, 2] and the special values, with a base subtracted first as the
+// kernels do.
+Test(attention, exp_paths_same_bits) {
+    if (!attn_path_supported(ATTN_PATH_AVX512)) {
+        cr_log_info("no AVX-512 on this machine: one path only");
+        return;
+    }
+    enum { N = 64 * 64 };
+    static float in[N], out[2][N], sum[2][64], base[64];
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, -87.0f, 88.0f, 88.7f, -87.34f,
+                             1e-30f, -1e-30f, FLT_MAX, -FLT_MAX, FLT_MIN, -FLT_MIN};
+    long bad = 0, checked = 0;
+    uint32_t pattern = 0x3f800000u;  // walks the bit patterns of [-2, 2] by an odd stride
+    for (float x0 = -104.0f; x0 < 89.0f; x0 += (float)N / 1024.0f) {
+        for (int i = 0; i < N; i++) {
+            if (i % 3 == 2) {  // bit patterns
+                pattern = (pattern + 2654435761u) & 0x803fffffu;
+                uint32_t b = pattern | 0x3f800000u;
+                memcpy(&in[i], &b, sizeof b);
+            } else {
+                in[i] = x0 + (float)i / 1024.0f;
+            }
+        }
+        if (x0 == -104.0f)
+            for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) in[i] = special[i];
+        for (int x = 0; x < 64; x++) base[x] = (float)(x % 5) * 0.25f - 0.5f;
+        for (int path = 0; path < 2; path++) {
+            nsa_cpu.attn_path = path ? ATTN_PATH_REF : ATTN_PATH_AVX512;
+            memcpy(out[path], in, sizeof in);
+            for (int x = 0; x < 64; x++) sum[path][x] = 0.0f;
+            lanes_exp_sum(out[path], sum[path], base, 64, 64);
+        }
+        nsa_cpu.attn_path = ATTN_PATH_AUTO;
+        bad += memcmp(out[0], out[1], sizeof out[0]) != 0 ||
+               (x0 != -104.0f && memcmp(sum[0], sum[1], sizeof sum[0]) != 0);  // NaN sums aside
+        checked++;
+    }
+    cr_expect_eq(bad, 0, "%ld of %ld exp tiles differ between the paths", bad, checked);
+    // The backward's row kernel: random scores, lse and D.
+    Rng r;
+    rng_seed(&r, 12);
+    long rows_bad = 0;
+    for (int it = 0; it < 200; it++) {
+        float P[2][64], dS[2][64];
+        const float lr = (float)rng_normal(&r) * 3.0f, D = (float)rng_normal(&r);
+        for (int j = 0; j < 64; j++) P[0][j] = P[1][j] = lr + (float)rng_normal(&r) * 4.0f, dS[0][j] = dS[1][j] = (float)rng_normal(&r);
+        for (int path = 0; path < 2; path++) {
+            nsa_cpu.attn_path = path ? ATTN_PATH_REF : ATTN_PATH_AVX512;
+            row_exp_ds(P[path], dS[path], lr, D, 0.17f);
+        }
+        nsa_cpu.attn_path = ATTN_PATH_AUTO;
+        rows_bad += memcmp(P[0], P[1], sizeof P[0]) != 0 || memcmp(dS[0], dS[1], sizeof dS[0]) != 0;
+    }
+    cr_expect_eq(rows_bad, 0, "row_exp_ds differs between the paths in %ld of 200 rows", rows_bad);
 }
