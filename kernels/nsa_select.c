@@ -103,6 +103,56 @@ static inline void best16_insert(float *bs, int32_t *id, float x, int j) {
 }
 #endif
 
+// The AVX-512 top-n for 16 positions at once (lanes i0 .. i0 + 15, n <= 16): level a of
+// their best lists is one vector of scores e[a] and one of ids, sorted down the levels as
+// select_topn keeps a list. A candidate x enters above every level it strictly exceeds,
+// and those levels are a suffix (the list is sorted), so level a becomes level a - 1 where
+// x exceeds level a - 1, x where it exceeds only level a, and stays otherwise: every level
+// is updated at once, with no branch per entry. A block where no lane beats its last level
+// is skipped after one comparison. Lists are K = the lanes' longest (a lane's first kk
+// levels are its own list: ranks do not depend on the list's length). Each lane gets the
+// ids of its first kk levels in idv and their count in nb. (One position's list per vector,
+// entered one position at a time, took ~2 ms of the fused forward's 13 at 8k.)
+static void topn_levels16(const float *ps, int np, int i0, const int *nc, const int *kk, int32_t (*idv)[16],
+                          int *nb) {
+    int K = 0, jm = 0;
+    for (int l = 0; l < 16; l++)
+        if (nc[i0 + l] > 0) K = nsa_imax(K, kk[i0 + l]), jm = nsa_imax(jm, nc[i0 + l]);
+    if (K == 0) return;
+    __m512 e[16];
+    __m512i id[16];
+    for (int a = 0; a < K; a++) e[a] = _mm512_set1_ps(-INFINITY), id[a] = _mm512_set1_epi32(-1);
+    const __m512i ncv = _mm512_loadu_si512(nc + i0);
+    for (int j = 0; j < jm; j++) {
+        const __m512 xr = _mm512_loadu_ps(ps + (size_t)j * np + i0);
+        // A candidate counts iff j < the lane's candidates and x >= 0 (not taken, not NaN).
+        const __mmask16 ok = _mm512_cmpgt_epi32_mask(ncv, _mm512_set1_epi32(j)) &
+                             _mm512_cmp_ps_mask(xr, _mm512_setzero_ps(), _CMP_GE_OQ);
+        if (!(ok & _mm512_cmp_ps_mask(xr, e[K - 1], _CMP_GT_OQ))) continue;
+        const __m512 x = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), ok, xr);
+        const __m512i jv = _mm512_set1_epi32(j);
+        __mmask16 g[16];
+        for (int a = 0; a < K; a++) g[a] = _mm512_cmp_ps_mask(x, e[a], _CMP_GT_OQ);
+        for (int a = K - 1; a >= 1; a--) {
+            e[a] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(e[a], g[a], x), g[a - 1], e[a - 1]);
+            id[a] = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(id[a], g[a], jv), g[a - 1], id[a - 1]);
+        }
+        e[0] = _mm512_mask_mov_ps(e[0], g[0], x);
+        id[0] = _mm512_mask_mov_epi32(id[0], g[0], jv);
+    }
+    for (int a = 0; a < K; a++) {
+        _Alignas(64) int32_t v[16];
+        _mm512_store_si512(v, id[a]);
+        for (int l = 0; l < 16; l++) idv[i0 + l][a] = v[l];
+    }
+    for (int l = 0; l < 16; l++) {
+        const int i = i0 + l;
+        if (nc[i] == 0) continue;
+        nb[i] = 0;
+        while (nb[i] < kk[i] && idv[i][nb[i]] >= 0) nb[i]++;
+    }
+}
+
 // select_topn for the nt positions of a tile at once (position i's scores at ps[j * np + i],
 // its choice at out + i * ostride), with the same result bits: each position still meets its
 // candidates in ascending j and keeps the same sorted best list. What changes is the test of
@@ -110,7 +160,8 @@ static inline void best16_insert(float *bs, int32_t *id, float x, int j) {
 // against each position's current entry threshold, where select_topn spent a scalar
 // compare-and-branch per position and block. Once a position's list is full, few candidates
 // pass (about k ln(ncand / k) of ncand for scores in random order), so the insertions left
-// to scalar code are a small part of the work.
+// to scalar code are a small part of the work. On the AVX-512 path with n <= 16 and whole
+// vectors of positions, topn_levels16 builds the lists instead (same lists, same bits).
 static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, int t0, int nt,
                              const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;
@@ -153,7 +204,14 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         kk[i] = n - cnt[i], nb[i] = 0;
         if (kk[i] > 0) nc[i] = ncand, thr[i] = -INFINITY, jmax = ncand > jmax ? ncand : jmax;
     }
-    for (int j = 0; j < jmax; j++) {
+    int levels = 0;  // lists built by topn_levels16
+#if LANES_HAVE_512
+    if (vec && np % 16 == 0) {
+        for (int i0 = 0; i0 < np; i0 += 16) topn_levels16(ps, np, i0, nc, kk, idv, nb);
+        levels = 1;
+    }
+#endif
+    for (int j = 0; j < (levels ? 0 : jmax); j++) {
         const float *x = ps + (size_t)j * np;
         // Enters iff x >= 0 (not taken, not NaN) and, once the list is full, x > its last.
         uint64_t enter = 0;
