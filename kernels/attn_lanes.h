@@ -328,7 +328,8 @@ KERNEL rows_axpy_pass_512(float *const *Y, const float *restrict P, int px, int 
 }
 
 // rows_axpy for Dh a multiple of 16 up to 256: R = 24 / (Dh / 16) rows per pass (24
-// accumulators), the rest in passes of halving size (a short pass of R rows computed all R).
+// accumulators), the rest in passes of halving size (a last pass of all R rows, as before,
+// cost a whole pass for a row or two: the selected forward's batches end anywhere).
 KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int px, int pj, const float *mul, int n,
                      const float *restrict X, size_t xs, int nk, int Dh) {
     const int nv = Dh / 16, R = 24 / nv > 0 ? 24 / nv : 1;
@@ -337,6 +338,7 @@ KERNEL rows_axpy_512(float *const *Y, const float *restrict P, int px, int pj, c
     for (int r = 16; r >= 1; r /= 2)
         if (r < R && n - x0 >= r) rows_axpy_pass_512(Y, P, px, pj, mul, x0, r, X, xs, nk, Dh), x0 += r;
 }
+
 // nsa_expf (kernels/vexp.h) for 16 floats, the same operations in the same order so the
 // same bits: gcc's vectorisation of it spent ~35 instructions a vector on masked copies of
 // its selects; this takes 18. The clamp's order differs only for NaN, whose result is x
@@ -359,6 +361,7 @@ static inline __attribute__((always_inline)) __m512 exp512(__m512 x) {
     return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
 }
 
+// lanes_exp_sum_ref with exp512; V a multiple of 16.
 KERNEL lanes_exp_sum_512(float *restrict P, float *restrict sum, const float *restrict base, int nk, int V) {
     __m512 b[ATTN_L / 16], acc[ATTN_L / 16];
     for (int v = 0; v < V / 16; v++) b[v] = _mm512_loadu_ps(base + 16 * v), acc[v] = _mm512_loadu_ps(sum + 16 * v);
@@ -370,6 +373,8 @@ KERNEL lanes_exp_sum_512(float *restrict P, float *restrict sum, const float *re
         }
     for (int v = 0; v < V / 16; v++) _mm512_storeu_ps(sum + 16 * v, acc[v]);
 }
+
+// row_exp_ds_ref with exp512.
 KERNEL row_exp_ds_512(float *restrict P, float *restrict dS, float lr, float D, float scale) {
     const __m512 l = _mm512_set1_ps(lr), d = _mm512_set1_ps(D), sc = _mm512_set1_ps(scale);
     for (int v = 0; v < ATTN_L / 16; v++) {
