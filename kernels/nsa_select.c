@@ -86,24 +86,7 @@ static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const N
 }
 
 #if LANES_HAVE_512
-// One entry into a best list of up to 16 (scores descending in bs, ids in id; lanes past the
-// list -inf), as select_topn's insertion does it: x goes after every score >= x, the rest
-// move down one lane and the last falls off. Branch-free: the scalar insertion's loop
-// mispredicted on nearly every entry (~30 % of the fused selection at 8k with n = 16).
-static inline void best16_insert(float *bs, int32_t *id, float x, int j) {
-    const __m512i down = _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14);
-    const __m512 b = _mm512_load_ps(bs), xv = _mm512_set1_ps(x);
-    const __m512i ids = _mm512_load_si512(id);
-    const __mmask16 after = _mm512_cmp_ps_mask(b, xv, _CMP_LT_OQ);  // a prefix stays
-    const __mmask16 at = (__mmask16)(after & (unsigned)-(int)after);  // its first lane
-    __m512 nb = _mm512_mask_mov_ps(b, after, _mm512_permutexvar_ps(down, b));
-    __m512i ni = _mm512_mask_mov_epi32(ids, after, _mm512_permutexvar_epi32(down, ids));
-    _mm512_store_ps(bs, _mm512_mask_mov_ps(nb, at, xv));
-    _mm512_store_si512(id, _mm512_mask_mov_epi32(ni, at, _mm512_set1_epi32(j)));
-}
-#endif
-
-// The AVX-512 top-n for 16 positions at once (lanes i0 .. i0 + 15, n <= 16): level a of
+// The AVX-512 top-n for 16 positions at once (lanes i0 .. i0 + 15 below np, n <= 16): level a of
 // their best lists is one vector of scores e[a] and one of ids, sorted down the levels as
 // select_topn keeps a list. A candidate x enters above every level it strictly exceeds,
 // and those levels are a suffix (the list is sorted), so level a becomes level a - 1 where
@@ -112,19 +95,22 @@ static inline void best16_insert(float *bs, int32_t *id, float x, int j) {
 // is skipped after one comparison. Lists are K = the lanes' longest (a lane's first kk
 // levels are its own list: ranks do not depend on the list's length). Each lane gets the
 // ids of its first kk levels in idv and their count in nb. (One position's list per vector,
-// entered one position at a time, took ~2 ms of the fused forward's 13 at 8k.)
+// entered one position at a time by a vector insert each, took ~2 ms of the fused
+// forward's 13 at 8k.)
 static void topn_levels16(const float *ps, int np, int i0, const int *nc, const int *kk, int32_t (*idv)[16],
                           int *nb) {
+    const int nl = nsa_imin(16, np - i0);
+    const __mmask16 lanes = (__mmask16)((1u << nl) - 1);  // a tile of 21 positions ends in 5
     int K = 0, jm = 0;
-    for (int l = 0; l < 16; l++)
+    for (int l = 0; l < nl; l++)
         if (nc[i0 + l] > 0) K = nsa_imax(K, kk[i0 + l]), jm = nsa_imax(jm, nc[i0 + l]);
     if (K == 0) return;
     __m512 e[16];
     __m512i id[16];
     for (int a = 0; a < K; a++) e[a] = _mm512_set1_ps(-INFINITY), id[a] = _mm512_set1_epi32(-1);
-    const __m512i ncv = _mm512_loadu_si512(nc + i0);
+    const __m512i ncv = _mm512_maskz_loadu_epi32(lanes, nc + i0);  // 0 candidates past np
     for (int j = 0; j < jm; j++) {
-        const __m512 xr = _mm512_loadu_ps(ps + (size_t)j * np + i0);
+        const __m512 xr = _mm512_maskz_loadu_ps(lanes, ps + (size_t)j * np + i0);
         // A candidate counts iff j < the lane's candidates and x >= 0 (not taken, not NaN).
         const __mmask16 ok = _mm512_cmpgt_epi32_mask(ncv, _mm512_set1_epi32(j)) &
                              _mm512_cmp_ps_mask(xr, _mm512_setzero_ps(), _CMP_GE_OQ);
@@ -143,15 +129,16 @@ static void topn_levels16(const float *ps, int np, int i0, const int *nc, const 
     for (int a = 0; a < K; a++) {
         _Alignas(64) int32_t v[16];
         _mm512_store_si512(v, id[a]);
-        for (int l = 0; l < 16; l++) idv[i0 + l][a] = v[l];
+        for (int l = 0; l < nl; l++) idv[i0 + l][a] = v[l];
     }
-    for (int l = 0; l < 16; l++) {
+    for (int l = 0; l < nl; l++) {
         const int i = i0 + l;
         if (nc[i] == 0) continue;
         nb[i] = 0;
         while (nb[i] < kk[i] && idv[i][nb[i]] >= 0) nb[i]++;
     }
 }
+#endif
 
 // select_topn for the nt positions of a tile at once (position i's scores at ps[j * np + i],
 // its choice at out + i * ostride), with the same result bits: each position still meets its
@@ -160,8 +147,9 @@ static void topn_levels16(const float *ps, int np, int i0, const int *nc, const 
 // against each position's current entry threshold, where select_topn spent a scalar
 // compare-and-branch per position and block. Once a position's list is full, few candidates
 // pass (about k ln(ncand / k) of ncand for scores in random order), so the insertions left
-// to scalar code are a small part of the work. On the AVX-512 path with n <= 16 and whole
-// vectors of positions, topn_levels16 builds the lists instead (same lists, same bits).
+// to scalar code are a small part of the work. On the AVX-512 path with n <= 16,
+// topn_levels16 builds the lists instead (same lists, same bits: the fused-vs-separate
+// selection tests hold it to select_topn).
 static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, int t0, int nt,
                              const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;
@@ -169,14 +157,8 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     int nc[ATTN_ROWS], cnt[ATTN_ROWS], kk[ATTN_ROWS], nb[ATTN_ROWS], jmax = 0;
     float thr[ATTN_ROWS];
 #if LANES_HAVE_512
-    // The AVX-512 path keeps each position's list in one vector (n <= 16), the portable one
-    // in best/bs; the fused-vs-separate selection test holds it to select_topn bit for bit.
-    const int vec = lanes_512() && n <= 16;
-    _Alignas(64) float bsv[vec ? ATTN_ROWS : 1][16];
-    _Alignas(64) int32_t idv[vec ? ATTN_ROWS : 1][16];
-    if (vec)
-        for (int i = 0; i < np; i++)
-            for (int a = 0; a < 16; a++) bsv[i][a] = -INFINITY, idv[i][a] = -1;
+    const int vec = lanes_512() && n <= 16;  // topn_levels16's lists, in idv
+    int32_t idv[vec ? ATTN_ROWS : 1][16];
 #else
     const int vec = 0;
 #endif
@@ -204,14 +186,11 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         kk[i] = n - cnt[i], nb[i] = 0;
         if (kk[i] > 0) nc[i] = ncand, thr[i] = -INFINITY, jmax = ncand > jmax ? ncand : jmax;
     }
-    int levels = 0;  // lists built by topn_levels16
 #if LANES_HAVE_512
-    if (vec && np % 16 == 0) {
+    if (vec)
         for (int i0 = 0; i0 < np; i0 += 16) topn_levels16(ps, np, i0, nc, kk, idv, nb);
-        levels = 1;
-    }
 #endif
-    for (int j = 0; j < (levels ? 0 : jmax); j++) {
+    for (int j = 0; j < (vec ? 0 : jmax); j++) {
         const float *x = ps + (size_t)j * np;
         // Enters iff x >= 0 (not taken, not NaN) and, once the list is full, x > its last.
         uint64_t enter = 0;
@@ -232,14 +211,6 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         while (enter) {
             const int i = __builtin_ctzll(enter), k = kk[i];
             enter &= enter - 1;
-#if LANES_HAVE_512
-            if (vec) {
-                best16_insert(bsv[i], idv[i], x[i], j);
-                if (nb[i] < k) nb[i]++;
-                if (nb[i] == k) thr[i] = bsv[i][k - 1];
-                continue;
-            }
-#endif
             int pos = nb[i] < k ? nb[i]++ : k - 1;
             while (pos > 0 && x[i] > bs[i][pos - 1]) {
                 bs[i][pos] = bs[i][pos - 1], best[i][pos] = best[i][pos - 1];

@@ -176,12 +176,11 @@ KERNEL batch_forward(float *restrict Os, float *restrict m, float *restrict l, c
     float S[SLC_BATCH * ATTN_L], mv[ATTN_L], lv[ATTN_L], corr[ATTN_L];
     const float *qp[SLC_BATCH], *sp[SLC_BATCH];
     float *op[SLC_BATCH];
-    int tv[ATTN_L], tmin = t[0];
-    const int nv = (nk + 15) / 16, V = (nb + 15) / 16 * 16;
+    int tv[ATTN_L];
+    const int nv = (nk + 15) / 16, V = (nb + 15) / 16 * 16, tmin = t[0];  // positions ascend
     for (int x = 0; x < nb; x++) {
         qp[x] = Qs + (size_t)rr[x] * Dh, op[x] = Os + (size_t)rr[x] * Dh, sp[x] = S + x * ATTN_L;
         mv[x] = m[rr[x]], lv[x] = l[rr[x]], tv[x] = t[x];
-        tmin = t[x] < tmin ? t[x] : tmin;
     }
     for (int x = nb; x < V; x++) mv[x] = -INFINITY, lv[x] = 0.0f, tv[x] = -1;
     lanes_dot_part(S, KT, qp, nb, Dh, 0, nv);          // S[x][j] = q_x·k_j / sqrt(Dh)
@@ -195,35 +194,6 @@ KERNEL batch_forward(float *restrict Os, float *restrict m, float *restrict l, c
     for (int x = 0; x < nb; x++) m[rr[x]] = mv[x], l[rr[x]] = lv[x];
     rows_axpy_t(op, ST, corr, nb, vs, ks, nk, Dh);  // o_x = o_x · corr_x + Σ_j p[j][x] v_j
 }
-
-// Walks a tile's union and runs BODY on every batch of <= SLC_BATCH rows (rr, tt, nr) that
-// chose block [blo, bhi), once per chunk [s0, s0 + nk) of the block's keys (KT transposed
-// by KEYS beforehand); rows are r = i * hb + h for position t0 + i and head h0 + h.
-#define SLC_FOR_BATCHES(s, csr, idx, b, g, t0, nt, h0, hb, KEYS, BODY)                           \
-    do {                                                                                         \
-        SlcUnion u_;                                                                             \
-        const int *pos_;                                                                         \
-        int np_, j_;                                                                             \
-        slc_union_init(&u_, csr, idx, b, g, t0, nt, s);                                          \
-        while ((j_ = slc_union_next(&u_, &pos_, &np_)) >= 0) {                                   \
-            const int blo = j_ * (s)->slc_block, bhi = nsa_imin(blo + (s)->slc_block, (s)->T);   \
-            const int kend_ = nsa_imin(bhi, (t0) + pos_[np_ - 1] + 1);                            \
-            for (int s0 = blo; s0 < kend_; s0 += ATTN_L) {                                       \
-                const int nkc_ = nsa_imin(ATTN_L, kend_ - s0);                                   \
-                KEYS;                                                                            \
-                int rr[SLC_BATCH], tt[SLC_BATCH], nr = 0;                                        \
-                for (int pi_ = 0; pi_ < np_; pi_++)                                              \
-                    for (int h_ = 0; h_ < (hb); h_++) {                                          \
-                        rr[nr] = pos_[pi_] * (hb) + h_, tt[nr] = (t0) + pos_[pi_];                \
-                        if (++nr == SLC_BATCH || (pi_ == np_ - 1 && h_ == (hb) - 1)) {           \
-                            const int nk = nsa_imin(nkc_, tt[nr - 1] + 1 - s0);                  \
-                            if (nk > 0) BODY;                                                    \
-                            nr = 0;                                                              \
-                        }                                                                        \
-                    }                                                                            \
-            }                                                                                    \
-        }                                                                                        \
-    } while (0)
 
 // Y[r][e] = rows[r][e] * mul for r < n: rows into a plain [n][Dh] array.
 KERNEL rows_scaled(float *restrict Y, const float *const *rows, int n, int Dh, float mul) {
@@ -256,14 +226,33 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
     memset(Os, 0, (size_t)rows * Dh * sizeof(float));
     memset(ST, 0, sizeof ST);
     const float *kb = k + kvoff, *vb = v + kvoff;
-    SLC_FOR_BATCHES(s, csr, idx, b, g, t0, nt, h0, hb,
-                    {
-                        const float *kp[ATTN_L];
-                        for (int j = 0; j < nkc_; j++) kp[j] = kb + (size_t)(s0 + j) * ks;
-                        DISPATCH_DH(Dh, lanes_transpose(KT, kp, nkc_, Dh_, 1.0f));
-                    },
-                    DISPATCH_DH(Dh, batch_forward(Os, m, l, Qs, KT, vb + (size_t)s0 * ks, ks, ST, rr, tt, nr, s0, nk,
-                                                  Dh_)));
+    // The union's blocks, ascending; per chunk of a block's keys (up to its last chooser's
+    // position) the keys transposed once, then its choosers in batches of <= SLC_BATCH rows,
+    // r = i * hb + h for position t0 + i and head h0 + h.
+    SlcUnion u;
+    const int *pos;
+    int np, j;
+    slc_union_init(&u, csr, idx, b, g, t0, nt, s);
+    while ((j = slc_union_next(&u, &pos, &np)) >= 0) {
+        const int blo = j * s->slc_block, kend = nsa_imin(nsa_imin(blo + s->slc_block, s->T), t0 + pos[np - 1] + 1);
+        for (int s0 = blo; s0 < kend; s0 += ATTN_L) {
+            const int nkc = nsa_imin(ATTN_L, kend - s0);
+            const float *kp[ATTN_L];
+            for (int c = 0; c < nkc; c++) kp[c] = kb + (size_t)(s0 + c) * ks;
+            DISPATCH_DH(Dh, lanes_transpose(KT, kp, nkc, Dh_, 1.0f));
+            int rr[SLC_BATCH], tt[SLC_BATCH], nr = 0;
+            for (int pi = 0; pi < np; pi++)
+                for (int h = 0; h < hb; h++) {
+                    rr[nr] = pos[pi] * hb + h, tt[nr] = t0 + pos[pi];
+                    if (++nr < SLC_BATCH && (pi < np - 1 || h < hb - 1)) continue;
+                    const int nk = nsa_imin(nkc, tt[nr - 1] + 1 - s0);  // keys up to the batch's last position
+                    if (nk > 0)
+                        DISPATCH_DH(Dh, batch_forward(Os, m, l, Qs, KT, vb + (size_t)s0 * ks, ks, ST, rr, tt, nr, s0,
+                                                      nk, Dh_));
+                    nr = 0;
+                }
+        }
+    }
     // o = O / l and lse = m + log l per row; a row with no selected key gets o = 0, lse = -inf.
     for (int r = 0; r < rows; r++) {
         const size_t at = row0 + (size_t)(r / hb) * s->H + r % hb;
