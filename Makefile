@@ -59,12 +59,14 @@ $(BUILD)/run-tests: $(TEST_OBJ) $(BUILD)/libnsa.a
 
 # Tests run from the repository root (fixtures are found by relative path); the nsa
 # binary is built too because CLI tests run it. The include-direction check goes first,
-# then the kernels compiled for a CPU without AVX-512 (x86-64-v2; syntax and warnings
-# only): the build here uses -march=native, so nothing else would notice AVX-512 code
-# outside its #if (session 8's top-n had some until its review).
+# then the kernels compiled for CPUs without AVX-512, without and with AVX2 (x86-64-v2 and
+# -v3; syntax and warnings only): the build here uses -march=native, so nothing else would
+# notice AVX-512 or AVX2 code outside its #if (session 8's top-n had some until its review).
 test: deps
 	scripts/check-layers.sh
-	$(CC) -std=c11 -fopenmp -D_GNU_SOURCE -I. -march=x86-64-v2 -fsyntax-only -Wall -Wextra -Werror kernels/*.c
+	for m in x86-64-v2 x86-64-v3; do \
+	  $(CC) -std=c11 -fopenmp -D_GNU_SOURCE -I. -march=$$m -fsyntax-only -Wall -Wextra -Werror kernels/*.c || exit 1; \
+	done
 	@$(MAKE) --no-print-directory $(BUILD)/nsa $(BUILD)/run-tests
 	NSA_BIN=$(BUILD)/nsa $(BUILD)/run-tests --jobs 2
 	@$(MAKE) --no-print-directory fuzz-build

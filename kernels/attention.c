@@ -28,34 +28,47 @@ int attn_path_supported(AttnPath p) {
     switch (p) {
     case ATTN_PATH_AUTO:
     case ATTN_PATH_REF: return 1;
+    case ATTN_PATH_AVX2: return LANES_HAVE_256 && nsa_cpu.avx2 && nsa_cpu.fma;
     case ATTN_PATH_AVX512: return LANES_HAVE_512 && nsa_cpu.avx512f;
     }
     return 0;
 }
 
 int attn_setup(void) {
-    AttnPath p = attn_path_supported(ATTN_PATH_AVX512) ? ATTN_PATH_AVX512 : ATTN_PATH_REF;
+    AttnPath p = attn_path_supported(ATTN_PATH_AVX512) ? ATTN_PATH_AVX512
+                 : attn_path_supported(ATTN_PATH_AVX2) ? ATTN_PATH_AVX2
+                                                       : ATTN_PATH_REF;
     const char *env = getenv("NSA_ATTN_PATH");
     if (env && *env) {
-        if (!strcmp(env, "ref")) {
-            p = ATTN_PATH_REF;
-        } else if (!strcmp(env, "avx512")) {
-            if (!attn_path_supported(ATTN_PATH_AVX512)) {
-                nsa_error("NSA_ATTN_PATH=avx512: %s", LANES_HAVE_512 ? "this CPU lacks AVX-512 F/BW/DQ/VL"
-                                                                   : "this binary was built without AVX-512 code");
-                return NSA_ERR;
-            }
-            p = ATTN_PATH_AVX512;
-        } else {
-            nsa_error("NSA_ATTN_PATH=%s: unknown attention kernel path (ref or avx512)", env);
+        static const struct {
+            const char *name;
+            AttnPath path;
+            int built;
+            const char *cpu;
+        } paths[] = {{"ref", ATTN_PATH_REF, 1, ""},
+                     {"avx2", ATTN_PATH_AVX2, LANES_HAVE_256, "AVX2 and FMA"},
+                     {"avx512", ATTN_PATH_AVX512, LANES_HAVE_512, "AVX-512 F/BW/DQ/VL"}};
+        int found = -1;
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(env, paths[i].name)) found = i;
+        if (found < 0) {
+            nsa_error("NSA_ATTN_PATH=%s: unknown attention kernel path (ref, avx2 or avx512)", env);
             return NSA_ERR;
         }
+        if (!attn_path_supported(paths[found].path)) {
+            if (paths[found].built)
+                nsa_error("NSA_ATTN_PATH=%s: this CPU lacks %s", env, paths[found].cpu);
+            else
+                nsa_error("NSA_ATTN_PATH=%s: this binary was built without %s code", env, paths[found].cpu);
+            return NSA_ERR;
+        }
+        p = paths[found].path;
     }
     nsa_cpu.attn_path = p;
     return NSA_OK;
 }
 
-const char *attn_path_name(void) { return lanes_512() ? "avx512" : "ref"; }
+const char *attn_path_name(void) { return lanes_512() ? "avx512" : lanes_256() ? "avx2" : "ref"; }
 
 // ---- Query tiles ----
 

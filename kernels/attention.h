@@ -25,12 +25,13 @@ void attn_backward(float *dq, float *dk, float *dv, const float *dout, const flo
                    const float *k, const float *v, const float *o, const float *lse,
                    void *work, int B, int T, int H, int G, int Dh, int window);
 
-// The tile kernels' inner products come in two paths with the same bits: portable C loops
-// (ATTN_PATH_REF) and AVX-512 register tiles (ATTN_PATH_AVX512), built where the compiler
-// targets AVX-512. ATTN_PATH_AUTO (0) takes the fastest one built.
-typedef enum { ATTN_PATH_AUTO = 0, ATTN_PATH_REF = 1, ATTN_PATH_AVX512 = 2 } AttnPath;
+// The tile kernels' inner products come in three paths with the same bits: portable C
+// loops (ATTN_PATH_REF), AVX2 + FMA register tiles (ATTN_PATH_AVX2) and AVX-512 ones
+// (ATTN_PATH_AVX512), each built where the compiler targets that instruction set (an
+// AVX-512 build has both). ATTN_PATH_AUTO (0) takes the fastest one built.
+typedef enum { ATTN_PATH_AUTO = 0, ATTN_PATH_REF = 1, ATTN_PATH_AVX512 = 2, ATTN_PATH_AVX2 = 3 } AttnPath;
 int attn_path_supported(AttnPath p);  // built into this binary and runnable on this CPU
-// Chooses the path from the CPU features, or NSA_ATTN_PATH=ref|avx512; NSA_ERR (with an
+// Chooses the path from the CPU features, or NSA_ATTN_PATH=ref|avx2|avx512; NSA_ERR (with an
 // nsa: error: line) for an unknown or unsupported value. main calls it once.
 int attn_setup(void);
 const char *attn_path_name(void);

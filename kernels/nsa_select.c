@@ -278,7 +278,7 @@ static inline void add_heads4x16(float *restrict ps, const float *restrict ph) {
 #endif
 
 static void heads_add(float *restrict ps, const float *restrict ph, int hb, int qb) {
-    LANES_PICK(hb == 4 && qb == 16, add_heads4x16(ps, ph), add_heads(ps, ph, hb, qb));
+    LANES_PICK(hb == 4 && qb == 16, add_heads4x16(ps, ph), add_heads(ps, ph, hb, qb), add_heads(ps, ph, hb, qb));
 }
 
 void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb) { heads_add(ps, ph, hb, qb); }

@@ -208,14 +208,14 @@ Test(attention, backward_accumulates) {
     free(q), free(k), free(v), free(dout), free(o), free(lse), free(work);
 }
 
-// Outputs and gradients must be bit-identical with 1 and 2 threads, and on the portable and
-// the AVX-512 kernel path (where this machine has it); head sizes that are, and are not,
+// Outputs and gradients must be bit-identical with 1 and 2 threads, and on the portable,
+// AVX2 and AVX-512 kernel paths (those this machine has); head sizes that are, and are not,
 // multiples of the 16-float vectors, and one the kernels do not specialise (48).
 Test(attention, deterministic_across_threads_and_paths) {
     const int B = 2, T = 150, H = 4, G = 2;
     const int dhs[3] = {32, 20, 48}, windows[2] = {0, 40};
     // run: {threads, path}
-    const int runs[3][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}};
+    const int runs[4][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}, {1, ATTN_PATH_AVX2}};
     Rng r;
     rng_seed(&r, 11);
     for (int di = 0; di < 3; di++) {
@@ -225,10 +225,10 @@ Test(attention, deterministic_across_threads_and_paths) {
         float *dout = randn(&r, nq, 1.0f);
         void *work = nsa_malloc(attn_backward_work_bytes(B, T, H, G, Dh));
         for (int wi = 0; wi < 2; wi++) {
-            float *out[3][5];
-            for (int run = 0; run < 3; run++) {
+            float *out[4][5];
+            for (int run = 0; run < 4; run++) {
                 omp_set_num_threads(runs[run][0]);
-                nsa_cpu.attn_path = runs[run][1];
+                nsa_cpu.attn_path = attn_path_supported(runs[run][1]) ? runs[run][1] : ATTN_PATH_REF;
                 float *o = zeros(nq), *lse = zeros(nl), *dq = zeros(nq), *dk = zeros(nk), *dv = zeros(nk);
                 attn_forward(o, lse, q, k, v, B, T, H, G, Dh, windows[wi]);
                 attn_backward(dq, dk, dv, dout, q, k, v, o, lse, work, B, T, H, G, Dh, windows[wi]);
@@ -240,28 +240,36 @@ Test(attention, deterministic_across_threads_and_paths) {
             for (int a = 0; a < 5; a++) {
                 cr_expect(memcmp(out[0][a], out[1][a], ns[a] * sizeof(float)) == 0,
                           "%s differs between 1 and 2 threads (Dh %d, window %d)", names[a], Dh, windows[wi]);
-                cr_expect(memcmp(out[0][a], out[2][a], ns[a] * sizeof(float)) == 0,
-                          "%s differs between the %s and ref paths (Dh %d, window %d)", names[a],
-                          attn_path_name(), Dh, windows[wi]);
-                for (int run = 0; run < 3; run++) free(out[run][a]);
+                for (int run = 2; run < 4; run++)
+                    cr_expect(memcmp(out[0][a], out[run][a], ns[a] * sizeof(float)) == 0,
+                              "%s differs between the %s and %s paths (Dh %d, window %d)", names[a],
+                              attn_path_name(), run == 2 ? "ref" : "avx2", Dh, windows[wi]);
+                for (int run = 0; run < 4; run++) free(out[run][a]);
             }
         }
         free(q), free(k), free(v), free(dout), free(work);
     }
 }
 
-// attn_setup: NSA_ATTN_PATH picks the path; an unknown value is an error.
+// attn_setup: NSA_ATTN_PATH picks the path (an error where this binary or CPU lacks it); an
+// unknown value is an error; unset, the fastest path this machine has.
 Test(attention, path_setup) {
-    cr_assert_eq(setenv("NSA_ATTN_PATH", "ref", 1), 0);
-    cr_expect_eq(attn_setup(), NSA_OK);
-    cr_expect_str_eq(attn_path_name(), "ref");
+    const char *names[3] = {"ref", "avx2", "avx512"};
+    const AttnPath paths[3] = {ATTN_PATH_REF, ATTN_PATH_AVX2, ATTN_PATH_AVX512};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(setenv("NSA_ATTN_PATH", names[i], 1), 0);
+        const int ok = attn_path_supported(paths[i]);
+        cr_expect_eq(attn_setup(), ok ? NSA_OK : NSA_ERR, "NSA_ATTN_PATH=%s", names[i]);
+        if (ok) cr_expect_str_eq(attn_path_name(), names[i]);
+    }
+    cr_expect(attn_path_supported(ATTN_PATH_REF));
     cr_assert_eq(setenv("NSA_ATTN_PATH", "avx2048", 1), 0);
     cr_expect_eq(attn_setup(), NSA_ERR);
-    cr_assert_eq(setenv("NSA_ATTN_PATH", "avx512", 1), 0);
-    cr_expect_eq(attn_setup(), attn_path_supported(ATTN_PATH_AVX512) ? NSA_OK : NSA_ERR);
     unsetenv("NSA_ATTN_PATH");
     cr_expect_eq(attn_setup(), NSA_OK);
-    cr_expect_str_eq(attn_path_name(), attn_path_supported(ATTN_PATH_AVX512) ? "avx512" : "ref");
+    cr_expect_str_eq(attn_path_name(), attn_path_supported(ATTN_PATH_AVX512) ? "avx512"
+                                       : attn_path_supported(ATTN_PATH_AVX2) ? "avx2"
+                                                                             : "ref");
     nsa_cpu.attn_path = ATTN_PATH_AUTO;
 }
 
@@ -280,16 +288,12 @@ Test(attention, expf_accuracy) {
     cr_expect(attn_expf(0.0f) == 1.0f);
 }
 
-// The softmax exponentials' two paths (lanes_exp_sum, row_exp_ds: exp512 against the
-// portable nsa_expf) give the same bits: every float from -104 to 89 at a step of 2^-10
+// The softmax exponentials' fast paths (lanes_exp_sum, row_exp_ds: exp512 and exp256 against
+// the portable nsa_expf) give the same bits: every float from -104 to 89 at a step of 2^-10
 // (covering the clamps at -87 and 88 and the subnormal results just above -87.3), a sweep of
 // the bit patterns of [-2, 2] and the special values, with a base subtracted first as the
 // kernels do.
-Test(attention, exp_paths_same_bits) {
-    if (!attn_path_supported(ATTN_PATH_AVX512)) {
-        cr_log_info("no AVX-512 on this machine: one path only");
-        return;
-    }
+static void exp_path_same_bits(AttnPath fast, const char *name) {
     enum { N = 64 * 64 };
     static float in[N], out[2][N], sum[2][64], base[64];
     const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, -87.0f, 88.0f, 88.7f, -87.34f,
@@ -310,7 +314,7 @@ Test(attention, exp_paths_same_bits) {
             for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) in[i] = special[i];
         for (int x = 0; x < 64; x++) base[x] = (float)(x % 5) * 0.25f - 0.5f;
         for (int path = 0; path < 2; path++) {
-            nsa_cpu.attn_path = path ? ATTN_PATH_REF : ATTN_PATH_AVX512;
+            nsa_cpu.attn_path = path ? ATTN_PATH_REF : fast;
             memcpy(out[path], in, sizeof in);
             for (int x = 0; x < 64; x++) sum[path][x] = 0.0f;
             lanes_exp_sum(out[path], sum[path], base, 64, 64);
@@ -320,7 +324,7 @@ Test(attention, exp_paths_same_bits) {
                (x0 != -104.0f && memcmp(sum[0], sum[1], sizeof sum[0]) != 0);  // NaN sums aside
         checked++;
     }
-    cr_expect_eq(bad, 0, "%ld of %ld exp tiles differ between the paths", bad, checked);
+    cr_expect_eq(bad, 0, "%ld of %ld exp tiles differ between the %s and ref paths", bad, checked, name);
     // The backward's row kernel: random scores, lse and D.
     Rng r;
     rng_seed(&r, 12);
@@ -330,11 +334,18 @@ Test(attention, exp_paths_same_bits) {
         const float lr = (float)rng_normal(&r) * 3.0f, D = (float)rng_normal(&r);
         for (int j = 0; j < 64; j++) P[0][j] = P[1][j] = lr + (float)rng_normal(&r) * 4.0f, dS[0][j] = dS[1][j] = (float)rng_normal(&r);
         for (int path = 0; path < 2; path++) {
-            nsa_cpu.attn_path = path ? ATTN_PATH_REF : ATTN_PATH_AVX512;
+            nsa_cpu.attn_path = path ? ATTN_PATH_REF : fast;
             row_exp_ds(P[path], dS[path], lr, D, 0.17f);
         }
         nsa_cpu.attn_path = ATTN_PATH_AUTO;
         rows_bad += memcmp(P[0], P[1], sizeof P[0]) != 0 || memcmp(dS[0], dS[1], sizeof dS[0]) != 0;
     }
-    cr_expect_eq(rows_bad, 0, "row_exp_ds differs between the paths in %ld of 200 rows", rows_bad);
+    cr_expect_eq(rows_bad, 0, "row_exp_ds differs between the %s and ref paths in %ld of 200 rows", name, rows_bad);
+}
+
+Test(attention, exp_paths_same_bits) {
+    int tested = 0;
+    if (attn_path_supported(ATTN_PATH_AVX512)) exp_path_same_bits(ATTN_PATH_AVX512, "avx512"), tested++;
+    if (attn_path_supported(ATTN_PATH_AVX2)) exp_path_same_bits(ATTN_PATH_AVX2, "avx2"), tested++;
+    if (!tested) cr_log_info("neither AVX2 nor AVX-512 on this machine: one path only");
 }

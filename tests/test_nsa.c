@@ -1,6 +1,6 @@
 // test_nsa.c: the NSA kernels together: shape arithmetic (kernels/nsa_shape.c) and every
 // kernel, fed from the previous one as the layer would, bit-identical with 1 and 2 threads
-// and on both kernel paths (portable and AVX-512).
+// and on every kernel path this machine has (portable, AVX2, AVX-512).
 #include <criterion/criterion.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #include "tests/kernel_ref.h"
 
 // Every kernel, fed from the previous one as the layer would, with 1 and 2 threads and with
-// the portable kernel path.
+// the portable and AVX2 kernel paths.
 static void check_threads_and_paths(NsaShape s) {
     const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, l = s.cmp_block, n = s.slc_topn;
     const int Nc = nsa_n_cmp(&s);
@@ -26,17 +26,19 @@ static void check_threads_and_paths(NsaShape s) {
     enum { BLK, DXG, DPE, KC, VC, DXM, OC, LC, DQC, DKC, DVC, OS, LS, DQS, DKS, DVS, OF, LF, NOUT };
     const size_t sizes[NOUT] = {nb, nk, (size_t)l * Dh, nc, nc, nk, nq, nl, nq, nc, nc,
                                 nq, nl, nq, nk, nk, nq, nl};
-    float *out[3][NOUT];
-    int32_t *idx[3], *idxf[3];
-    const int runs[3][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}};  // threads, path
+    float *out[4][NOUT];
+    int32_t *idx[4], *idxf[4];
+    // threads, path: the fastest path built, then the portable and the AVX2 ones (the
+    // portable one again where AVX2 is missing); on an AVX-512 machine all three
+    const int runs[4][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}, {1, ATTN_PATH_AVX2}};
     size_t wb = nsa_select_work_bytes(&s);
     if (nsa_cmp_select_work_bytes(&s) > wb) wb = nsa_cmp_select_work_bytes(&s);
     if (nsa_cmp_attn_backward_work_bytes(&s) > wb) wb = nsa_cmp_attn_backward_work_bytes(&s);
     if (nsa_slc_attn_backward_work_bytes(&s) > wb) wb = nsa_slc_attn_backward_work_bytes(&s);
     void *work = nsa_malloc(wb);
-    for (int run = 0; run < 3; run++) {
+    for (int run = 0; run < 4; run++) {
         omp_set_num_threads(runs[run][0]);
-        nsa_cpu.attn_path = runs[run][1];
+        nsa_cpu.attn_path = attn_path_supported(runs[run][1]) ? runs[run][1] : ATTN_PATH_REF;
         float **x = out[run];
         for (int a = 0; a < NOUT; a++) x[a] = kref_zeros(sizes[a]);
         idx[run] = nsa_malloc(ni * sizeof(int32_t));
@@ -54,15 +56,15 @@ static void check_threads_and_paths(NsaShape s) {
         nsa_slc_attn_backward(x[DQS], x[DKS], x[DVS], dout, q, k, v, x[OS], x[LS], idx[run], work, &s);
     }
     nsa_cpu.attn_path = ATTN_PATH_AUTO;
-    for (int run = 1; run < 3; run++) {
-        const char *what = run == 1 ? "between 1 and 2 threads" : "between the kernel paths";
+    for (int run = 1; run < 4; run++) {
+        const char *what = run == 1 ? "between 1 and 2 threads" : run == 2 ? "from the portable path" : "from the AVX2 path";
         for (int a = 0; a < NOUT; a++)
             cr_expect(memcmp(out[0][a], out[run][a], sizes[a] * sizeof(float)) == 0, "output %d differs %s", a,
                       what);
         cr_expect(memcmp(idx[0], idx[run], ni * sizeof(int32_t)) == 0, "selection differs %s", what);
         cr_expect(memcmp(idxf[0], idxf[run], ni * sizeof(int32_t)) == 0, "fused selection differs %s", what);
     }
-    for (int run = 0; run < 3; run++) {
+    for (int run = 0; run < 4; run++) {
         for (int a = 0; a < NOUT; a++) free(out[run][a]);
         free(idx[run]), free(idxf[run]);
     }

@@ -297,7 +297,7 @@ Test(nsa_select, pool_matches_recomputed) {
 // index comparisons above cannot be relied on for it).
 Test(nsa_select, add_heads_paths) {
     const int shapes[][2] = {{4, 16}, {2, 32}, {8, 8}, {3, 21}, {1, 64}};
-    const AttnPath paths[] = {ATTN_PATH_REF, ATTN_PATH_AVX512};
+    const AttnPath paths[] = {ATTN_PATH_REF, ATTN_PATH_AVX512, ATTN_PATH_AVX2};
     Rng r;
     rng_seed(&r, 81);
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
@@ -309,7 +309,7 @@ Test(nsa_select, add_heads_paths) {
             want[i] = ps0[i];
             for (int h = 0; h < hb; h++) want[i] += ph[i * hb + h];
         }
-        for (int p = 0; p < 2; p++) {
+        for (int p = 0; p < 3; p++) {
             if (!attn_path_supported(paths[p])) continue;
             float ps[ATTN_ROWS];
             memcpy(ps, ps0, sizeof ps);
@@ -317,7 +317,7 @@ Test(nsa_select, add_heads_paths) {
             nsa_select_add_heads(ps, ph, hb, qb);
             nsa_cpu.attn_path = ATTN_PATH_AUTO;
             cr_expect(memcmp(ps, want, (size_t)qb * sizeof(float)) == 0, "hb %d qb %d, %s path: head sum differs", hb,
-                      qb, p ? "avx512" : "ref");
+                      qb, p == 1 ? "avx512" : p == 2 ? "avx2" : "ref");
         }
     }
 }
