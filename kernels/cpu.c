@@ -30,6 +30,8 @@ void cpu_detect(void) {
     nsa_cpu.avx512f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     nsa_cpu.avx512vnni = nsa_cpu.avx512f && __builtin_cpu_supports("avx512vnni");
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    nsa_cpu.l2_bytes = l2 > 0 ? l2 : 0;
     nsa_cpu.detected = 1;
 }
 

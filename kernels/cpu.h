@@ -10,6 +10,7 @@ typedef struct {
     int threads;
     int q4k_path;    // the Q4_K kernel path (a Q4kPath, kernels/q4k.h); 0 until q4k_setup chooses
     int attn_path;   // the attention kernels' path (an AttnPath, kernels/attention.h); 0: the fastest built
+    long l2_bytes;   // L2 cache per core as the C library reports it; 0 if unknown (a tile-size hint only)
 } CpuInfo;
 
 extern CpuInfo nsa_cpu;

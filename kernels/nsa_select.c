@@ -140,6 +140,57 @@ static void topn_levels16(const float *ps, int np, int i0, const int *nc, const 
 }
 #endif
 
+#if LANES_HAVE_256
+// topn_levels16 for 8 positions with AVX2 (lanes i0 .. i0 + 7 below np, n <= 16): the same
+// level lists, candidate test and masked level updates, the masks as vectors and the
+// selections as blends. The 2 x K level vectors do not all fit the 16 registers; the ones
+// that do not stay in L1.
+static void topn_levels8(const float *ps, int np, int i0, const int *nc, const int *kk, int32_t (*idv)[16],
+                         int *nb) {
+    const int nl = nsa_imin(8, np - i0);
+    int K = 0, jm = 0, ncl[8];
+    for (int l = 0; l < 8; l++) {
+        ncl[l] = l < nl ? nc[i0 + l] : 0;  // 0 candidates past np
+        if (ncl[l] > 0) K = nsa_imax(K, kk[i0 + l]), jm = nsa_imax(jm, ncl[l]);
+    }
+    if (K == 0) return;
+    __m256 e[16], id[16];  // ids as float bit patterns: blends move bits
+    for (int a = 0; a < K; a++) e[a] = _mm256_set1_ps(-INFINITY), id[a] = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    const __m256i ncv = _mm256_loadu_si256((const __m256i *)ncl);
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(nl), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < jm; j++) {
+        const float *row = ps + (size_t)j * np + i0;
+        const __m256 xr = nl == 8 ? _mm256_loadu_ps(row) : _mm256_maskload_ps(row, lanes);
+        // A candidate counts iff j < the lane's candidates and x >= 0 (not taken, not NaN).
+        const __m256 ok = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(ncv, _mm256_set1_epi32(j))),
+                                        _mm256_cmp_ps(xr, _mm256_setzero_ps(), _CMP_GE_OQ));
+        if (!_mm256_movemask_ps(_mm256_and_ps(ok, _mm256_cmp_ps(xr, e[K - 1], _CMP_GT_OQ)))) continue;
+        const __m256 x = _mm256_blendv_ps(ninf, xr, ok);
+        const __m256 jv = _mm256_castsi256_ps(_mm256_set1_epi32(j));
+        __m256 g[16];
+        for (int a = 0; a < K; a++) g[a] = _mm256_cmp_ps(x, e[a], _CMP_GT_OQ);
+        for (int a = K - 1; a >= 1; a--) {
+            e[a] = _mm256_blendv_ps(_mm256_blendv_ps(e[a], x, g[a]), e[a - 1], g[a - 1]);
+            id[a] = _mm256_blendv_ps(_mm256_blendv_ps(id[a], jv, g[a]), id[a - 1], g[a - 1]);
+        }
+        e[0] = _mm256_blendv_ps(e[0], x, g[0]);
+        id[0] = _mm256_blendv_ps(id[0], jv, g[0]);
+    }
+    for (int a = 0; a < K; a++) {
+        int32_t v[8];
+        _mm256_storeu_si256((__m256i *)v, _mm256_castps_si256(id[a]));
+        for (int l = 0; l < nl; l++) idv[i0 + l][a] = v[l];
+    }
+    for (int l = 0; l < nl; l++) {
+        const int i = i0 + l;
+        if (nc[i] == 0) continue;
+        nb[i] = 0;
+        while (nb[i] < kk[i] && idv[i][nb[i]] >= 0) nb[i]++;
+    }
+}
+#endif
+
 // select_topn for the nt positions of a tile at once (position i's scores at ps[j * np + i],
 // its choice at out + i * ostride), with the same result bits: each position still meets its
 // candidates in ascending j and keeps the same sorted best list. What changes is the test of
@@ -156,8 +207,8 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
     NSA_ASSERT(np <= ATTN_ROWS && nt <= np);
     int nc[ATTN_ROWS], cnt[ATTN_ROWS], kk[ATTN_ROWS], nb[ATTN_ROWS], jmax = 0;
     float thr[ATTN_ROWS];
-#if LANES_HAVE_512
-    const int vec = lanes_512() && n <= 16;  // topn_levels16's lists, in idv
+#if LANES_HAVE_512 || LANES_HAVE_256
+    const int vec = (lanes_512() || lanes_256()) && n <= 16;  // the level lists, in idv
     int32_t idv[vec ? ATTN_ROWS : 1][16];
 #else
     const int vec = 0;
@@ -187,8 +238,12 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         if (kk[i] > 0) nc[i] = ncand, thr[i] = -INFINITY, jmax = ncand > jmax ? ncand : jmax;
     }
 #if LANES_HAVE_512
-    if (vec)
+    if (vec && lanes_512())
         for (int i0 = 0; i0 < np; i0 += 16) topn_levels16(ps, np, i0, nc, kk, idv, nb);
+#endif
+#if LANES_HAVE_256
+    if (vec && lanes_256())
+        for (int i0 = 0; i0 < np; i0 += 8) topn_levels8(ps, np, i0, nc, kk, idv, nb);
 #endif
     for (int j = 0; j < (vec ? 0 : jmax); j++) {
         const float *x = ps + (size_t)j * np;
@@ -230,7 +285,7 @@ static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, in
         for (int w = 0; w < nw; w++) bits[w] = 0;
         for (int a = 0; a < cnt[i]; a++) bits[o[a] / 64] |= (uint64_t)1 << (o[a] % 64);
         for (int a = 0; a < (kk[i] > 0 ? nb[i] : 0); a++) {
-#if LANES_HAVE_512
+#if LANES_HAVE_512 || LANES_HAVE_256
             const int32_t b = vec ? idv[i][a] : best[i][a];  // the list the path kept
 #else
             const int32_t b = best[i][a];
@@ -277,8 +332,34 @@ static inline void add_heads4x16(float *restrict ps, const float *restrict ph) {
 }
 #endif
 
+#if LANES_HAVE_256
+// add_heads4x16 with AVX2: eight positions a pass; their four head scores (two positions a
+// register) are regrouped by 128-bit halves into (p, p + 4) pairs and transposed 4 x 4
+// within each half, so register h holds head h of the eight positions in order.
+static inline void add_heads4x8x2(float *restrict ps, const float *restrict ph) {
+    for (int i0 = 0; i0 < 16; i0 += 8) {
+        const float *x = ph + i0 * 4;
+        const __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+                     v3 = _mm256_loadu_ps(x + 24);  // positions (0, 1), (2, 3), (4, 5), (6, 7)
+        const __m256 a = _mm256_permute2f128_ps(v0, v2, 0x20), b = _mm256_permute2f128_ps(v0, v2, 0x31);
+        const __m256 c = _mm256_permute2f128_ps(v1, v3, 0x20), d = _mm256_permute2f128_ps(v1, v3, 0x31);
+        // a: positions (0 | 4), b: (1 | 5), c: (2 | 6), d: (3 | 7); then the 4 x 4 transposes
+        const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+        const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+        const __m256 h0 = _mm256_shuffle_ps(t0, t2, 0x44), h1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 h2 = _mm256_shuffle_ps(t1, t3, 0x44), h3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 acc = _mm256_loadu_ps(ps + i0);
+        acc = _mm256_add_ps(acc, h0);
+        acc = _mm256_add_ps(acc, h1);
+        acc = _mm256_add_ps(acc, h2);
+        acc = _mm256_add_ps(acc, h3);
+        _mm256_storeu_ps(ps + i0, acc);
+    }
+}
+#endif
+
 static void heads_add(float *restrict ps, const float *restrict ph, int hb, int qb) {
-    LANES_PICK(hb == 4 && qb == 16, add_heads4x16(ps, ph), add_heads(ps, ph, hb, qb), add_heads(ps, ph, hb, qb));
+    LANES_PICK(hb == 4 && qb == 16, add_heads4x16(ps, ph), add_heads4x8x2(ps, ph), add_heads(ps, ph, hb, qb));
 }
 
 void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb) { heads_add(ps, ph, hb, qb); }

@@ -37,10 +37,14 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // With many blocks a tile's choosers spread thin: at 64k (1024 blocks, n = 16) a
 // 1024-position tile gives a block ~13 positions (52 of `small`'s rows), so where a block
 // would get fewer than SLC_POS_PER_BLOCK positions on average the tile (and its caps)
-// doubles. Measured (2 threads, Zen 5, same bits) with batches at 64k: 1.05-1.09x faster
-// than 1024 positions throughout and 1.03-1.06x faster than 2048 throughout.
+// doubles, where the L2 cache holds at least SLC_WIDE_L2 bytes (or its size is unknown).
+// Measured (2 threads, same bits) with batches at 64k: Zen 5 (1 MiB L2, AVX-512) 1.05-1.09x
+// faster than 1024 positions throughout and 1.03-1.06x faster than 2048 throughout; Zen 3
+// (512 KiB L2, AVX2) 1.02-1.35x slower than 1024 positions in five interleaved runs (the
+// tile's q and output rows, 2 MiB doubled, are read in the choosers' order).
 #define SLC_POS_PER_BLOCK 24
 #define SLC_POS_MAX (2 * SLC_POS)
+#define SLC_WIDE_L2 (1L << 20)
 
 
 // The tile of task `task`: positions [*t0, *t0 + *nt), heads [*h0, *h0 + *hb) of (b, g);
@@ -51,7 +55,8 @@ typedef struct {
 
 static SlcGrid slc_grid(const NsaShape *s) {
     const int rep = s->H / s->G;
-    const int x = (long)SLC_POS * s->slc_topn < (long)SLC_POS_PER_BLOCK * nsa_n_slc(s) ? SLC_POS_MAX / SLC_POS : 1;
+    const int wide = nsa_cpu.l2_bytes == 0 || nsa_cpu.l2_bytes >= SLC_WIDE_L2;
+    const int x = wide && (long)SLC_POS * s->slc_topn < (long)SLC_POS_PER_BLOCK * nsa_n_slc(s) ? SLC_POS_MAX / SLC_POS : 1;
     const int floats = x * SLC_TILE_FLOATS;
     const int cap = nsa_imin(x * SLC_ROWS, floats / s->Dh > 1 ? floats / s->Dh : 1);
     SlcGrid gr;

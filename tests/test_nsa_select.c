@@ -205,23 +205,32 @@ Test(nsa_select, fused_ties_match_separate) {
             for (int i = 0; i < Nc; i++)
                 for (int e = 0; e < G * Dh; e++) kc[(size_t)i * G * Dh + e] = i >= Nc - 64 ? 0.05f : 0.0f;
         }
-        nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
-        nsa_select(idx, q, kc, lse, w, &s);
-        nsa_cmp_attn_select_forward(o2, lse2, idx2, q, kc, vc, w2, &s);
-        cr_expect(memcmp(idx, idx2, (size_t)B * T * G * n * sizeof(int32_t)) == 0, "shape %d: fused idx differs", c);
-        // The tie rule, spelled out at the last position: forced 0, jt-1, jt, then 1, 2, ...
-        // Case 2 at position 1100 (jt = 17): forced 0, 16, 17; block 15 straddles a higher
-        // key and enters last, pushing the highest of the tied 1 .. 14 out: 1 .. 12 stay.
-        const int t = c == 2 ? 1100 : T - 1, jt = t / s.slc_block;
-        const int32_t *row = idx2 + ((size_t)t * G) * n;
-        if (c < 2) {
-            cr_expect(row[0] == 0 && row[1] == 1 && row[n - 2] == jt - 1 && row[n - 1] == jt,
-                      "shape %d: %d %d .. %d %d", c, row[0], row[1], row[n - 2], row[n - 1]);
-        } else {
-            int ok = 1;
-            for (int a = 0; a < n; a++) ok &= row[a] == (a <= 12 ? a : a + 2);
-            cr_expect(ok, "case 2: %d %d .. %d %d %d", row[0], row[1], row[13], row[14], row[15]);
+        // On every kernel path the machine has: the AVX-512 and AVX2 top-n keep their level
+        // lists in vectors, the portable one in arrays.
+        const AttnPath paths[3] = {ATTN_PATH_AVX512, ATTN_PATH_AVX2, ATTN_PATH_REF};
+        for (int p = 0; p < 3; p++) {
+            if (!attn_path_supported(paths[p])) continue;
+            nsa_cpu.attn_path = paths[p];
+            nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
+            nsa_select(idx, q, kc, lse, w, &s);
+            nsa_cmp_attn_select_forward(o2, lse2, idx2, q, kc, vc, w2, &s);
+            cr_expect(memcmp(idx, idx2, (size_t)B * T * G * n * sizeof(int32_t)) == 0,
+                      "shape %d, %s path: fused idx differs", c, attn_path_name());
+            // The tie rule, spelled out at the last position: forced 0, jt-1, jt, then 1, 2, ...
+            // Case 2 at position 1100 (jt = 17): forced 0, 16, 17; block 15 straddles a higher
+            // key and enters last, pushing the highest of the tied 1 .. 14 out: 1 .. 12 stay.
+            const int t = c == 2 ? 1100 : T - 1, jt = t / s.slc_block;
+            const int32_t *row = idx2 + ((size_t)t * G) * n;
+            if (c < 2) {
+                cr_expect(row[0] == 0 && row[1] == 1 && row[n - 2] == jt - 1 && row[n - 1] == jt,
+                          "shape %d: %d %d .. %d %d", c, row[0], row[1], row[n - 2], row[n - 1]);
+            } else {
+                int ok = 1;
+                for (int a = 0; a < n; a++) ok &= row[a] == (a <= 12 ? a : a + 2);
+                cr_expect(ok, "case 2: %d %d .. %d %d %d", row[0], row[1], row[13], row[14], row[15]);
+            }
         }
+        nsa_cpu.attn_path = ATTN_PATH_AUTO;
         free(q), free(kc), free(vc), free(o), free(lse), free(o2), free(lse2), free(idx), free(idx2), free(w), free(w2);
     }
 }
