@@ -403,13 +403,7 @@ KERNEL keys_backward_dq(float *restrict dk, float *restrict dv, size_t dks, floa
                     row_exp_ds(P + r * L, dS + r * L, lr, Dv, scale);
                     continue;
                 }
-#pragma omp simd
-                for (int j = j0; j < j1; j++) {
-                    const int vis = j >= jlo && j < jhi;
-                    const float p = attn_expf(P[r * L + j] - lr);
-                    P[r * L + j] = vis ? p : 0.0f;
-                    dS[r * L + j] = vis ? scale * (p * (dS[r * L + j] - Dv)) : 0.0f;
-                }
+                row_exp_ds_mask(P + r * L, dS + r * L, lr, Dv, scale, j0, j1, jlo, jhi);
             }
             lanes_axpy_part(dVT, Pm, dp + r0, m, Dh, vb, nv);   // dVT[e][j] += Σ_r p[r][j] dout_r[e]
             lanes_axpy_part(dKT, dSm, qp + r0, m, Dh, vb, nv);  // dKT[e][j] += Σ_r ds[r][j] q_r[e]

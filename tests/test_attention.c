@@ -341,6 +341,28 @@ static void exp_path_same_bits(AttnPath fast, const char *name) {
         rows_bad += memcmp(P[0], P[1], sizeof P[0]) != 0 || memcmp(dS[0], dS[1], sizeof dS[0]) != 0;
     }
     cr_expect_eq(rows_bad, 0, "row_exp_ds differs between the %s and ref paths in %ld of 200 rows", name, rows_bad);
+    // Rows on a causal or window edge: lanes [j0, j1) of whole vectors, visible keys
+    // [jlo, jhi) anywhere from before j0 to past j1 (empty included); lanes outside [j0, j1)
+    // must stay untouched.
+    long masked_bad = 0, masked_cut = 0;
+    for (int it = 0; it < 400; it++) {
+        float P[2][64], dS[2][64];
+        const float lr = (float)rng_normal(&r) * 3.0f, D = (float)rng_normal(&r);
+        const int j0 = 16 * (int)(rng_uniform(&r) * 4), j1 = j0 + 16 * (1 + (int)(rng_uniform(&r) * ((64 - j0) / 16)));
+        const int jlo = j0 - 20 + (int)(rng_uniform(&r) * (j1 - j0 + 21));
+        const int jhi = jlo + (int)(rng_uniform(&r) * (j1 + 20 - jlo));
+        for (int j = 0; j < 64; j++) P[0][j] = P[1][j] = lr + (float)rng_normal(&r) * 4.0f, dS[0][j] = dS[1][j] = (float)rng_normal(&r);
+        for (int path = 0; path < 2; path++) {
+            nsa_cpu.attn_path = path ? ATTN_PATH_REF : fast;
+            row_exp_ds_mask(P[path], dS[path], lr, D, 0.17f, j0, j1, jlo, jhi);
+        }
+        nsa_cpu.attn_path = ATTN_PATH_AUTO;
+        masked_bad += memcmp(P[0], P[1], sizeof P[0]) != 0 || memcmp(dS[0], dS[1], sizeof dS[0]) != 0;
+        masked_cut += jlo > j0 && jhi < j1 && jlo < jhi;
+    }
+    cr_expect_eq(masked_bad, 0, "row_exp_ds_mask differs between the %s and ref paths in %ld of 400 rows", name,
+                 masked_bad);
+    cr_expect(masked_cut >= 20, "only %ld rows cut at both ends", masked_cut);
 }
 
 Test(attention, exp_paths_same_bits) {
