@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "kernels/common.h"
+#include "kernels/cpu.h"
 #include "kernels/nsa.h"
 #include "tests/kernel_ref.h"
 
@@ -125,7 +126,14 @@ Test(nsa_slc, index_vs_ref_and_double) {
     check_slc_case(kref_nsa_shape(1, 40, 16, 1, 8, 16, 8, 16, 3), 52, 0);   // r = 16: half a group
     check_slc_case(kref_nsa_shape(1, 24, 64, 1, 8, 16, 8, 16, 3), 53, 0);   // r = 64 > one group
     check_slc_case(kref_nsa_shape(4, 100, 4, 2, 16, 16, 8, 16, 3), 51, 0);  // B*G = 8: one backward task per group
-    check_slc_case(kref_nsa_shape(1, 2100, 2, 1, 8, 16, 8, 8, 1), 54, 0);   // many blocks: 2048-position tiles
+    // Many blocks: 2048-position tiles where the L2 is large (or unknown), 1024 where it is
+    // small (kernels/nsa_slc.c); both, whatever this machine's L2.
+    const long l2 = nsa_cpu.l2_bytes;
+    nsa_cpu.l2_bytes = 0;
+    check_slc_case(kref_nsa_shape(1, 2100, 2, 1, 8, 16, 8, 8, 1), 54, 0);
+    nsa_cpu.l2_bytes = 512 * 1024;
+    check_slc_case(kref_nsa_shape(1, 2100, 2, 1, 8, 16, 8, 8, 1), 54, 0);
+    nsa_cpu.l2_bytes = l2;
 }
 
 // The index path's work: D and the inverse index, O(B·T·(H + G·n)), plus partial dk, dv
