@@ -157,13 +157,13 @@ int bench_attn_run(FILE *out, int max_seq, int nreps) {
     const double sg = threads >= 2 ? sg2 : sg1;
     fprintf(out,
             "attention, one layer: H=%d G=%d Dh=%d, B=1; NSA l/d/l'/n/w = 32/16/64/16/512, cmp_fn=mean; "
-            "%d threads\n"
+            "%d threads, %s attention kernels\n"
             "sgemm 1024^3 (OpenBLAS %s kernels): 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s; %% below is of "
             "the %d-thread figure\n"
             "NSA fwd = compression | compressed attention with selection fused | selected | window; bwd = compressed "
             "(+ compression) | selected | window\n"
             "GFLOP/s count 4*Dh FLOPs per (head, key) pair forward, 10*Dh backward; selection counts none\n\n",
-            BA_H, BA_G, BA_DH, threads, getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "default",
+            BA_H, BA_G, BA_DH, threads, attn_path_name(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "default",
             sg1, sg2, threads >= 2 ? 2 : 1);
     fprintf(out, "%6s | %9s %9s %6s %6s | %9s %9s %6s %6s | %-13s %-13s | %-22s %-22s | %s\n", "S", "dense fwd",
             "NSA fwd", "x", "paper", "dense bwd", "NSA bwd", "x", "paper", "dense fwd GF", "dense bwd GF",

@@ -85,6 +85,19 @@ static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const N
 #undef ps
 }
 
+#if LANES_HAVE_512 || LANES_HAVE_256
+// After the level lists of positions i0 .. i0 + nl - 1 (a position's first kk levels, ids
+// in idv): each position's count of real entries (an id of -1 ends its list).
+static void levels_counts(int32_t (*idv)[16], int i0, int nl, const int *nc, const int *kk, int *nb) {
+    for (int l = 0; l < nl; l++) {
+        const int i = i0 + l;
+        if (nc[i] == 0) continue;
+        nb[i] = 0;
+        while (nb[i] < kk[i] && idv[i][nb[i]] >= 0) nb[i]++;
+    }
+}
+#endif
+
 #if LANES_HAVE_512
 // The AVX-512 top-n for 16 positions at once (lanes i0 .. i0 + 15 below np, n <= 16): level a of
 // their best lists is one vector of scores e[a] and one of ids, sorted down the levels as
@@ -131,12 +144,7 @@ static void topn_levels16(const float *ps, int np, int i0, const int *nc, const 
         _mm512_store_si512(v, id[a]);
         for (int l = 0; l < nl; l++) idv[i0 + l][a] = v[l];
     }
-    for (int l = 0; l < nl; l++) {
-        const int i = i0 + l;
-        if (nc[i] == 0) continue;
-        nb[i] = 0;
-        while (nb[i] < kk[i] && idv[i][nb[i]] >= 0) nb[i]++;
-    }
+    levels_counts(idv, i0, nl, nc, kk, nb);
 }
 #endif
 
@@ -182,12 +190,7 @@ static void topn_levels8(const float *ps, int np, int i0, const int *nc, const i
         _mm256_storeu_si256((__m256i *)v, _mm256_castps_si256(id[a]));
         for (int l = 0; l < nl; l++) idv[i0 + l][a] = v[l];
     }
-    for (int l = 0; l < nl; l++) {
-        const int i = i0 + l;
-        if (nc[i] == 0) continue;
-        nb[i] = 0;
-        while (nb[i] < kk[i] && idv[i][nb[i]] >= 0) nb[i]++;
-    }
+    levels_counts(idv, i0, nl, nc, kk, nb);
 }
 #endif
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attention.h"
 #include "kernels/common.h"
 #include "kernels/gemm.h"
 #include "kernels/nsa.h"
@@ -94,10 +95,10 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     const double tokens = (double)(c.batch_size * c.seq_len * c.grad_accum);
     fprintf(out,
             "training %s: batch %lld x seq_len %lld x grad_accum %lld = %.0f tokens/step, %d steps per mode "
-            "(median of steps 2..%d), %d threads\n"
+            "(median of steps 2..%d), %d threads, %s attention kernels\n"
             "FLOPs per token %.1f M (6 per parameter use + 12*Dh per attention pair)\n",
             config, (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, tokens, steps, steps,
-            threads, fpt / 1e6);
+            threads, attn_path_name(), fpt / 1e6);
     fflush(out);
     double st[2], lo[2], hi[2];
     const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
