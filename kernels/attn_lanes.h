@@ -181,9 +181,9 @@ KERNEL rows_axpy_ref(float *const *Y, const float *restrict P, int px, int pj, c
 // accumulators in lanes_dot_ref and folded the shared operand's load into every FMA (20
 // loads per 16 FMAs, with the broadcasts), and the backward kernel ran at ~60 % of single-thread sgemm. Every
 // output element is the same chain of fmaf in the same order as in the _ref loops, so the
-// two paths give the same bits (tests/test_attention.c holds them to it). They exist where
+// paths give the same bits (tests/test_attention.c holds them to it). They exist where
 // the compiler targets AVX-512 (the Makefile builds with -march=native); attn_setup chooses
-// between them from the CPU features or NSA_ATTN_PATH.
+// the path from the CPU features or NSA_ATTN_PATH.
 #ifdef __AVX512F__
 #define LANES_HAVE_512 1
 

@@ -201,9 +201,9 @@ static void topn_levels8(const float *ps, int np, int i0, const int *nc, const i
 // against each position's current entry threshold, where select_topn spent a scalar
 // compare-and-branch per position and block. Once a position's list is full, few candidates
 // pass (about k ln(ncand / k) of ncand for scores in random order), so the insertions left
-// to scalar code are a small part of the work. On the AVX-512 path with n <= 16,
-// topn_levels16 builds the lists instead (same lists, same bits: the fused-vs-separate
-// selection tests hold it to select_topn).
+// to scalar code are a small part of the work. On the AVX-512 and AVX2 paths with n <= 16,
+// topn_levels16 / topn_levels8 build the lists instead (same lists, same bits: the
+// fused-vs-separate selection tests hold them to select_topn on every path).
 static void select_topn_tile(int32_t *out, size_t ostride, float *ps, int np, int t0, int nt,
                              const NsaShape *s) {
     const int n = s->slc_topn, lp = s->slc_block;

@@ -26,8 +26,8 @@ void nsa_select_rows(int32_t *out, const float *q, const float *kc, const float 
                      int p0, int g, float *scratch, const NsaShape *s);
 
 // ps[i] += Σ_h ph[i·hb + h] for positions i < qb, heads in order: the head sum (Eq. 10) of
-// every selection here, through the kernel path in use (AVX-512 for hb = 4, qb = 16, the
-// portable loop otherwise). Exposed for the test that holds the two paths together.
+// every selection here, through the kernel path in use (AVX-512 or AVX2 for hb = 4, qb = 16,
+// the portable loop otherwise). Exposed for the test that holds the paths together.
 void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb);
 
 // The compressed branch's forward with the selection in the same pass: per query tile, the

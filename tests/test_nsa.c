@@ -78,7 +78,7 @@ Test(nsa, deterministic_across_threads_and_paths) {
     check_threads_and_paths(kref_nsa_shape(1, 300, 8, 2, 32, 32, 16, 64, 3));
     // Dh = 64, three heads a position, 13 blocks for 4 choices: the selected forward's
     // batches end in odd row counts, so the products' short passes (4, 2, 1 rows) run on
-    // both paths (dropping the 1-row pass fails the forward's output here and nowhere else)
+    // every path (dropping the 1-row pass fails the forward's output here and nowhere else)
     check_threads_and_paths(kref_nsa_shape(1, 200, 6, 2, 64, 16, 8, 16, 4));
 }
 

@@ -300,7 +300,7 @@ Test(nsa_select, pool_matches_recomputed) {
     }
 }
 
-// The head sum of the selection (Eq. 10) on both kernel paths against the sum written out,
+// The head sum of the selection (Eq. 10) on every kernel path against the sum written out,
 // heads in order, bit for bit: values spread over six decades so that any other order of
 // the additions changes the result (and the block choices only rarely, which is why the
 // index comparisons above cannot be relied on for it).
