@@ -19,8 +19,12 @@ HDF5_LIBS := $(shell pkg-config --libs hdf5-serial 2>/dev/null || echo -L/usr/li
 # OpenMPI (train/dist.c): linked always, initialised only under mpirun.
 MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || echo -I/usr/lib/x86_64-linux-gnu/openmpi/include)
 MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || echo -L/usr/lib/x86_64-linux-gnu/openmpi/lib -lmpi)
-CFLAGS := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(HDF5_CFLAGS) $(MPI_CFLAGS) $(SAN) \
-          -MMD -MP
+# -fno-trapping-math: nothing here reads the floating-point exception flags, so the compiler
+# may evaluate both arms of a float select. Without it gcc keeps the clamps and NaN checks
+# of nsa_expf (kernels/vexp.h) as branches on AVX2 and leaves SwiGLU, SiLU and the gates
+# scalar (AVX-512 masks hid this). Values are unchanged: no reassociation, no contraction.
+CFLAGS := -std=c11 $(OPT) -fno-trapping-math -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(HDF5_CFLAGS) \
+          $(MPI_CFLAGS) $(SAN) -MMD -MP
 LDLIBS := $(HDF5_LIBS) $(MPI_LIBS) -lopenblas -lm
 LDFLAGS := -fopenmp $(SAN)
 
