@@ -17,15 +17,16 @@ typedef struct {
 
 // y [n, w->rows] = x [n, w->cols] · Wᵀ. Batch invariance: y[i][j] is one dot product in a
 // fixed order (16 interleaved partial sums over k = lane mod 16, then a fixed halving tree),
-// the same whatever n is, whichever thread computes it and whichever kernel (AVX-512 or the
-// portable twin) runs; threads split the weight rows.
+// the same whatever n is, whichever thread computes it and whichever kernel (AVX-512, AVX2 or
+// the portable twin) runs; threads split the weight rows.
 void matmul_xwt(float *y, const float *x, const Weight *w, int64_t n);
 // y [n, cols] += b [cols] per row (a linear layer's bias, after the product).
 void matmul_bias_add(float *y, const float *b, int64_t n, int64_t cols);
 
-// The two f32 kernels behind matmul_xwt (dispatched on nsa_cpu.avx512f), exposed so a test
-// can hold them to the same bits. w [rows, cols].
+// The f32 kernels behind matmul_xwt (AVX-512 where the CPU has it, else AVX2 + FMA, else the
+// portable loop), exposed so a test can hold them to the same bits. w [rows, cols].
 void matmul_f32_ref(float *y, const float *x, const float *w, int64_t n, int64_t rows, int64_t cols);
 void matmul_f32_avx512(float *y, const float *x, const float *w, int64_t n, int64_t rows, int64_t cols);
+void matmul_f32_avx2(float *y, const float *x, const float *w, int64_t n, int64_t rows, int64_t cols);
 
 #endif
