@@ -18,6 +18,13 @@ static int have_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+// The fast kernels, each run where the CPU has its instructions.
+static const struct {
+    const char *name;
+    void (*fn)(float *, const float *, const float *, int64_t, int64_t, int64_t);
+    int (*have)(void);
+} fast[] = {{"avx2", matmul_f32_avx2, have_avx2}, {"avx512", matmul_f32_avx512, have_avx512}};
+
 // Shapes with ragged K stripes (cols % 16), ragged weight-row blocks and ragged row tiles.
 static const int shapes[][3] = {{1, 1, 1}, {3, 5, 17}, {7, 70, 37}, {9, 33, 256}, {13, 64, 704}, {4, 3, 9}};
 
@@ -52,24 +59,17 @@ Test(matmul, kernels_agree_bitwise_and_rows_are_invariant) {
             }
             matmul_f32_ref(y, x, w, n, rows, cols);
             cr_expect(!memcmp(y, ref, (size_t)n * rows * 4), "ref: %d threads differ", threads);
-            if (have_avx2()) {
+            for (size_t kk = 0; kk < sizeof fast / sizeof fast[0]; kk++) {
+                if (!fast[kk].have()) continue;
                 memset(y, 0, (size_t)n * rows * 4);
-                matmul_f32_avx2(y, x, w, n, rows, cols);
-                cr_expect(!memcmp(y, ref, (size_t)n * rows * 4), "shape %zu: avx2 != ref with %d threads", s,
-                          threads);
+                fast[kk].fn(y, x, w, n, rows, cols);
+                cr_expect(!memcmp(y, ref, (size_t)n * rows * 4), "shape %zu: %s != ref with %d threads", s,
+                          fast[kk].name, threads);
                 for (int i = 0; i < n; i++) {
-                    matmul_f32_avx2(y, x + (size_t)i * cols, w, 1, rows, cols);
-                    cr_expect(!memcmp(y, ref + (size_t)i * rows, (size_t)rows * 4), "avx2 row %d alone differs", i);
+                    fast[kk].fn(y, x + (size_t)i * cols, w, 1, rows, cols);
+                    cr_expect(!memcmp(y, ref + (size_t)i * rows, (size_t)rows * 4), "%s row %d alone differs",
+                              fast[kk].name, i);
                 }
-            }
-            if (!have_avx512()) continue;
-            memset(y, 0, (size_t)n * rows * 4);
-            matmul_f32_avx512(y, x, w, n, rows, cols);
-            cr_expect(!memcmp(y, ref, (size_t)n * rows * 4), "shape %zu: avx512 != ref with %d threads", s,
-                      threads);
-            for (int i = 0; i < n; i++) {
-                matmul_f32_avx512(y, x + (size_t)i * cols, w, 1, rows, cols);
-                cr_expect(!memcmp(y, ref + (size_t)i * rows, (size_t)rows * 4), "avx512 row %d alone differs", i);
             }
         }
         free(x), free(w), free(ref), free(y), free(dref);
