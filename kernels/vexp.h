@@ -2,8 +2,8 @@
 // kernels and the activations (libm's expf is a scalar call: with math-errno semantics gcc
 // cannot vectorise it, and the SwiGLU and SiLU loops ran at ~2 ns per element).
 // On AVX2 the selects below vectorise only under -fno-trapping-math (the Makefile's CFLAGS):
-// gcc otherwise keeps them as branches, the loops stay scalar, and SwiGLU, SiLU and the
-// gates took ~11 % of a `small` training step on Zen 3 (~1 % after).
+// gcc otherwise keeps them as branches, the loops stay scalar (SiLU, SwiGLU, the gates), and
+// SwiGLU and SiLU took ~11 % of a `small` training step's samples on Zen 3 (~2 % after).
 #ifndef NSA_VEXP_H
 #define NSA_VEXP_H
 
