@@ -32,7 +32,8 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
         NSA_ASSERT(nk > 0 && nk <= L);
         // The chunk's keys into KT with the tile kernels' register transposes (x 1.0f: the
         // same bits as a copy). The scalar copy, 64 x Dh strided stores per chunk for the
-        // few rows of a decode step, was ~30 % of this kernel in a batch-8 `nsa generate`.
+        // few rows of a decode step, was ~29 % of this kernel's samples in a batch-8
+        // `nsa generate` on Zen 3 (session 10).
         const float *kp[L];
         for (int j = 0; j < nk; j++) kp[j] = k + (size_t)(s0 + j) * kv_stride;
         DISPATCH_DH(Dh, cols_from_rows(KT, L, kp, nk, Dh_, 1.0f));
@@ -47,8 +48,7 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
             }
         // Each row's maximum and sum run over its keys ascending, one dependent chain per
         // row; the rows go side by side (keys outer), so their chains overlap where one
-        // row after another waited a compare or add latency per key (~2/3 of this kernel's
-        // time in a batch-8 `nsa generate` on Zen 3 before).
+        // row after another waited a compare or add latency per key.
         float mx[ATTN_ROWS], base[ATTN_ROWS], corr[ATTN_ROWS], sum[ATTN_ROWS];
         for (int r = 0; r < n; r++) mx[r] = m[r], sum[r] = 0.0f;
         for (int j = 0; j < nk; j++) {
@@ -76,7 +76,8 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
         }
         // V: fmaf over keys ascending, as lanes_axpy, through the tile kernels' rows_axpy
         // (rows' accumulators in registers across the chunk's keys; the loop here kept them
-        // in memory and each key waited on the previous key's store: ~45 % of this kernel).
+        // in memory and each key waited on the previous key's store: ~36 % of this kernel's
+        // samples in the same profile).
         DISPATCH_DH(Dh, rows_axpy(accp, S, n, v + (size_t)s0 * kv_stride, kv_stride, nk, Dh_));
     }
     for (int r = 0; r < n; r++) {
