@@ -49,7 +49,7 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
         // Each row's maximum and sum run over its keys ascending, one dependent chain per
         // row; the rows go side by side (keys outer), so their chains overlap where one
         // row after another waited a compare or add latency per key.
-        float mx[ATTN_ROWS], base[ATTN_ROWS], corr[ATTN_ROWS], sum[ATTN_ROWS];
+        float mx[ATTN_ROWS], corr[ATTN_ROWS], sum[ATTN_ROWS];
         for (int r = 0; r < n; r++) mx[r] = m[r], sum[r] = 0.0f;
         for (int j = 0; j < nk; j++) {
             const int s = s0 + j;
@@ -61,9 +61,8 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
         }
         for (int r = 0; r < n; r++) {
             float *Sr = S + r * L;
-            base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];
-            corr[r] = attn_expf(m[r] - base[r]);
-            const float b = base[r];
+            const float b = mx[r] == -INFINITY ? 0.0f : mx[r];  // no key yet: p = 0
+            corr[r] = attn_expf(m[r] - b);
 #pragma omp simd
             for (int j = 0; j < nk; j++) Sr[j] = attn_expf(Sr[j] - b);
         }
