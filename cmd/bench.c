@@ -30,8 +30,10 @@ static const char usage[] =
     "  the best of --reps runs per S (1-10; default 2 up to 16k and 1 beyond: ~2 minutes).\n"
     "  train: optimiser steps of a named config (default small; --steps per mode, default 6,\n"
     "  the first left out) with checkpoint=none and =layer: tokens/s, achieved GFLOP/s (6 per\n"
-    "  parameter use + 12*Dh per attention pair) against sgemm of the run, and the step-time\n"
-    "  ratio of gradient checkpointing. Needs the config's data file (scripts/get-corpus.sh).\n"
+    "  parameter use + 12*Dh per attention pair) against sgemm of the run, the step-time\n"
+    "  ratio of gradient checkpointing, and where the checkpoint=none steps went (linear ops,\n"
+    "  attention ops, other ops, the rest; sampled every ms) with the linear and attention\n"
+    "  ops' GFLOP/s. Needs the config's data file (scripts/get-corpus.sh).\n"
     "  Peak memory of gradient checkpointing at seq_len 2048: scripts/bench-ckpt.sh (make bench).\n";
 
 enum { O_HELP = 1, O_WHAT, O_MAX_SEQ, O_CONFIG, O_STEPS, O_REPS };

@@ -9,6 +9,7 @@
 #include "kernels/common.h"
 #include "kernels/gemm.h"
 #include "kernels/nsa.h"
+#include "train/profile.h"
 #include "train/trainer.h"
 
 // (query head, key) pairs one position scores in one layer, averaged over the window.
@@ -32,7 +33,7 @@ static double pairs_per_token(const Config *c, int nsa) {
     return sum / (double)T * (double)c->n_heads;
 }
 
-double bench_train_flops_per_token(const Config *c) {
+void bench_train_flops_split(const Config *c, double *linear, double *attn) {
     Model m;
     model_create(&m, c);
     const double G = (double)c->n_kv_heads, T = (double)c->seq_len;
@@ -47,9 +48,46 @@ double bench_train_flops_per_token(const Config *c) {
         flops += 6.0 * (double)p->t.size * (cmp ? G * Nc / T : 1.0);
     }
     model_free(&m);
+    double pairs = 0;
     for (int64_t layer = 0; layer < c->n_layers; layer++)
-        flops += 12.0 * (double)c->head_dim * pairs_per_token(c, config_layer_is_nsa(c, (int)layer));
-    return flops;
+        pairs += pairs_per_token(c, config_layer_is_nsa(c, (int)layer));
+    *linear = flops, *attn = 12.0 * (double)c->head_dim * pairs;
+}
+
+double bench_train_flops_per_token(const Config *c) {
+    double linear, attn;
+    bench_train_flops_split(c, &linear, &attn);
+    return linear + attn;
+}
+
+// Keeps the largest entries of a class in top[] (at most 4, largest first).
+static void keep_top(ProfEntry *top, int *n, const char *op, double s) {
+    int i = *n < 4 ? (*n)++ : 4;
+    if (i == 4 && s <= top[3].s[0]) return;
+    if (i == 4) i = 3;
+    while (i > 0 && top[i - 1].s[0] < s) top[i] = top[i - 1], i--;
+    top[i] = (ProfEntry){op, {s, 0}};
+}
+
+TrainBreakdown bench_train_breakdown(const ProfEntry *e, int n, double wall_s) {
+    TrainBreakdown b = {0};
+    double sampled = 0;
+    for (int i = 0; i < n; i++) {
+        const double s = e[i].s[0] + e[i].s[1];
+        const size_t len = strlen(e[i].op), suf = strlen("attention");
+        sampled += s;
+        if (!strcmp(e[i].op, "linear")) {
+            b.linear_s += s;
+        } else if (len >= suf && !strcmp(e[i].op + len - suf, "attention")) {
+            b.attn_s += s;
+            keep_top(b.attn, &b.n_attn, e[i].op, s);
+        } else {
+            b.other_s += s;
+            keep_top(b.other, &b.n_other, e[i].op, s);
+        }
+    }
+    b.rest_s = wall_s > sampled ? wall_s - sampled : 0.0;
+    return b;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -58,19 +96,31 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 // Median, fastest and slowest step time (s) of steps 2..steps with gradient checkpointing
-// `mode` (the spread shows how much a shared machine disturbed the run).
-static int time_steps(const Config *base, CkptMode mode, int steps, double *median, double *lo, double *hi) {
+// `mode` (the spread shows how much a shared machine disturbed the run). With bd, the
+// sampling profiler runs over the timed steps and *bd gets their breakdown (seconds summed
+// over those steps; *timed the steps).
+static int time_steps(const Config *base, CkptMode mode, int steps, double *median, double *lo, double *hi,
+                      TrainBreakdown *bd, int *timed) {
     Config c = *base;
     c.checkpoint = mode;
     Trainer t;
     if (trainer_init(&t, &c, NULL) != NSA_OK) return NSA_ERR;
-    double times[64];
+    Profiler *prof = bd ? profiler_start(&t.watch) : NULL;
+    double times[64], wall = 0;
     int n = 0, rc = NSA_OK;
     for (int i = 0; i < steps && rc == NSA_OK; i++) {
         StepStats st;
+        if (prof) profiler_active(prof, i > 0);  // the first step sizes the arenas
         double t0 = nsa_now();
         rc = trainer_step(&t, &st);
-        if (i > 0) times[n++] = nsa_now() - t0;
+        if (i > 0) times[n++] = nsa_now() - t0, wall += times[n - 1];
+    }
+    if (prof) {
+        profiler_active(prof, 0);
+        ProfEntry e[PROF_MAX_OPS];
+        const int ne = profiler_read(prof, e);
+        profiler_stop(prof);
+        *bd = bench_train_breakdown(e, ne, wall), *timed = n;
     }
     trainer_free(&t);
     if (rc != NSA_OK) return NSA_ERR;
@@ -78,6 +128,36 @@ static int time_steps(const Config *base, CkptMode mode, int steps, double *medi
     *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
     *lo = times[0], *hi = times[n - 1];
     return NSA_OK;
+}
+
+// One line per part of the checkpoint=none step: its share of the timed steps' wall time
+// and, for the linear and attention ops, the GFLOP/s their counted FLOPs ran at.
+static void print_breakdown(FILE *out, const TrainBreakdown *b, const Config *c, double tokens, double sg) {
+    const double wall = b->linear_s + b->attn_s + b->other_s + b->rest_s;
+    if (wall <= 0) return;
+    double lin, att;
+    bench_train_flops_split(c, &lin, &att);
+    fprintf(out, "  where the checkpoint=none steps went (ops sampled every ms; forward and backward together):\n");
+    const struct {
+        const char *name;
+        double s, flops;
+        const ProfEntry *top;
+        int ntop;
+    } parts[4] = {{"linear ops", b->linear_s, lin * tokens, NULL, 0},
+                  {"attention ops", b->attn_s, att * tokens, b->attn, b->n_attn},
+                  {"other ops", b->other_s, 0, b->other, b->n_other},
+                  {"optimizer, rest", b->rest_s, 0, NULL, 0}};
+    for (int i = 0; i < 4; i++) {
+        fprintf(out, "    %-16s %5.1f%%", parts[i].name, 100.0 * parts[i].s / wall);
+        if (parts[i].flops > 0 && parts[i].s > 0) {
+            const double gf = parts[i].flops / parts[i].s / 1e9;
+            fprintf(out, "   %6.1f GFLOP/s = %4.1f%% of sgemm", gf, 100.0 * gf / sg);
+        }
+        for (int j = 0; j < parts[i].ntop; j++)
+            fprintf(out, "%s%s %.1f%%", j ? ", " : (parts[i].flops > 0 ? "  (" : "   ("), parts[i].top[j].op,
+                    100.0 * parts[i].top[j].s[0] / wall);
+        fprintf(out, "%s\n", parts[i].ntop > 0 ? ")" : "");
+    }
 }
 
 int bench_train_run(FILE *out, const char *config, int steps) {
@@ -103,8 +183,11 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     double st[2], lo[2], hi[2];
     const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
     const char *names[2] = {"none", "layer"};
+    TrainBreakdown bd;
+    int timed = 0;
     for (int i = 0; i < 2; i++)
-        if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i]) != NSA_OK) return NSA_ERR;
+        if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i], i == 0 ? &bd : NULL, &timed) != NSA_OK)
+            return NSA_ERR;
     const double sg1 = gemm_measure_gflops(1024, threads), sg = sg0 > sg1 ? sg0 : sg1;
     fprintf(out,
             "sgemm 1024^3 on %d threads: %.1f GFLOP/s before the steps, %.1f after; the better is the yardstick\n",
@@ -117,5 +200,6 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     }
     fprintf(out, "  checkpoint=layer / none: step time %.2fx (goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n",
             st[1] / st[0], 100.0 * fpt * tokens / st[0] / 1e9 / sg);
+    print_breakdown(out, &bd, &c, tokens * timed, sg);
     return NSA_OK;
 }

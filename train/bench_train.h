@@ -1,13 +1,15 @@
 // bench_train.h: `nsa bench train`: a few optimiser steps of a named config (default
 // `small`) in this process, with checkpoint=none and checkpoint=layer, reported as tokens/s,
 // achieved GFLOP/s (counted below) against sgemm measured in the same run, and the step-time
-// ratio of gradient checkpointing. Nothing is written to disk.
+// ratio of gradient checkpointing; then where the checkpoint=none step's time goes (linear
+// ops, attention ops, the rest) with each part's GFLOP/s. Nothing is written to disk.
 #ifndef NSA_BENCH_TRAIN_H
 #define NSA_BENCH_TRAIN_H
 
 #include <stdio.h>
 
 #include "model/config.h"
+#include "train/profile.h"
 
 // FLOPs of one training token (forward + backward) of config c: 6 per parameter use (2
 // forward, 4 backward), where the compression MLP's parameters are used once per compressed
@@ -16,6 +18,21 @@
 // averaged over the positions of a window: the causal prefix for dense layers; compressed
 // blocks, selected tokens and the window for NSA layers.
 double bench_train_flops_per_token(const Config *c);
+// The same two parts apart: *linear (6 per parameter use) and *attn (12·Dh per pair).
+void bench_train_flops_split(const Config *c, double *linear, double *attn);
+
+// Where a step's time goes, from the sampling profile (train/profile.h) of the timed steps:
+// seconds of the "linear" op, of the attention ops (every op whose name ends in
+// "attention": dense, window, compressed, selected), of every other forward and backward
+// op, and the rest of the wall time (optimizer, clipping, the loss). The attention ops
+// are also kept by name, largest first (at most 4).
+typedef struct {
+    double linear_s, attn_s, other_s, rest_s;
+    ProfEntry attn[4], other[4];  // s[0] = forward + backward seconds
+    int n_attn, n_other;
+} TrainBreakdown;
+// wall_s: the timed steps' total wall time; e: n profile entries (seconds per op and phase).
+TrainBreakdown bench_train_breakdown(const ProfEntry *e, int n, double wall_s);
 
 // Runs `steps` steps per mode (the first, which sizes the arenas, is left out; the median
 // of the others is the step time). Errors: unknown config, missing data file.
