@@ -183,7 +183,7 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     double st[2], lo[2], hi[2];
     const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
     const char *names[2] = {"none", "layer"};
-    TrainBreakdown bd;
+    TrainBreakdown bd = {0};
     int timed = 0;
     for (int i = 0; i < 2; i++)
         if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i], i == 0 ? &bd : NULL, &timed) != NSA_OK)
