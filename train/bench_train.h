@@ -24,8 +24,9 @@ void bench_train_flops_split(const Config *c, double *linear, double *attn);
 // Where a step's time goes, from the sampling profile (train/profile.h) of the timed steps:
 // seconds of the "linear" op, of the attention ops (every op whose name ends in
 // "attention": dense, window, compressed, selected), of every other forward and backward
-// op, and the rest of the wall time (optimizer, clipping, the loss). The attention ops
-// are also kept by name, largest first (at most 4).
+// op, and the rest of the wall time (the batch drawn, gradients zeroed, clipping, the
+// optimizer). The attention and the other ops are also kept by name, largest first (at
+// most 4 each).
 typedef struct {
     double linear_s, attn_s, other_s, rest_s;
     ProfEntry attn[4], other[4];  // s[0] = forward + backward seconds
