@@ -70,8 +70,7 @@ void attn_rows_forward(float *o, float *lse, const float *q, const float *k, con
             for (int r = 0; r < n; r++) sum[r] += S[r * L + j];
         for (int r = 0; r < n; r++) {
             l[r] = l[r] * corr[r] + sum[r], m[r] = mx[r];
-            float *acc = Acc + r * Dh;
-            for (int e = 0; e < Dh; e++) acc[e] *= corr[r];
+            for (int e = 0; e < Dh; e++) accp[r][e] *= corr[r];
         }
         // V: fmaf over keys ascending, as lanes_axpy, through the tile kernels' rows_axpy
         // (rows' accumulators in registers across the chunk's keys; the loop here kept them

@@ -98,9 +98,9 @@ static int cmp_double(const void *a, const void *b) {
 // Median, fastest and slowest step time (s) of steps 2..steps with gradient checkpointing
 // `mode` (the spread shows how much a shared machine disturbed the run). With bd, the
 // sampling profiler runs over the timed steps and *bd gets their breakdown (seconds summed
-// over those steps; *timed the steps).
+// over those steps).
 static int time_steps(const Config *base, CkptMode mode, int steps, double *median, double *lo, double *hi,
-                      TrainBreakdown *bd, int *timed) {
+                      TrainBreakdown *bd) {
     Config c = *base;
     c.checkpoint = mode;
     Trainer t;
@@ -120,7 +120,7 @@ static int time_steps(const Config *base, CkptMode mode, int steps, double *medi
         ProfEntry e[PROF_MAX_OPS];
         const int ne = profiler_read(prof, e);
         profiler_stop(prof);
-        *bd = bench_train_breakdown(e, ne, wall), *timed = n;
+        *bd = bench_train_breakdown(e, ne, wall);
     }
     trainer_free(&t);
     if (rc != NSA_OK) return NSA_ERR;
@@ -131,12 +131,11 @@ static int time_steps(const Config *base, CkptMode mode, int steps, double *medi
 }
 
 // One line per part of the checkpoint=none step: its share of the timed steps' wall time
-// and, for the linear and attention ops, the GFLOP/s their counted FLOPs ran at.
-static void print_breakdown(FILE *out, const TrainBreakdown *b, const Config *c, double tokens, double sg) {
+// and, for the linear and attention ops, the GFLOP/s their counted FLOPs (lin, att per
+// token; tokens over all the timed steps) ran at.
+static void print_breakdown(FILE *out, const TrainBreakdown *b, double lin, double att, double tokens, double sg) {
     const double wall = b->linear_s + b->attn_s + b->other_s + b->rest_s;
     if (wall <= 0) return;
-    double lin, att;
-    bench_train_flops_split(c, &lin, &att);
     fprintf(out, "  where the checkpoint=none steps went (ops sampled every ms; forward and backward together):\n");
     const struct {
         const char *name;
@@ -171,7 +170,9 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     // The yardstick is measured before and after the timed steps and the better taken, so
     // that one slowed measurement on a shared machine cannot flatter the ratio.
     const double sg0 = gemm_measure_gflops(1024, threads);
-    const double fpt = bench_train_flops_per_token(&c);
+    double lin, att;
+    bench_train_flops_split(&c, &lin, &att);
+    const double fpt = lin + att;
     const double tokens = (double)(c.batch_size * c.seq_len * c.grad_accum);
     fprintf(out,
             "training %s: batch %lld x seq_len %lld x grad_accum %lld = %.0f tokens/step, %d steps per mode "
@@ -184,10 +185,8 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
     const char *names[2] = {"none", "layer"};
     TrainBreakdown bd = {0};
-    int timed = 0;
     for (int i = 0; i < 2; i++)
-        if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i], i == 0 ? &bd : NULL, &timed) != NSA_OK)
-            return NSA_ERR;
+        if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i], i == 0 ? &bd : NULL) != NSA_OK) return NSA_ERR;
     const double sg1 = gemm_measure_gflops(1024, threads), sg = sg0 > sg1 ? sg0 : sg1;
     fprintf(out,
             "sgemm 1024^3 on %d threads: %.1f GFLOP/s before the steps, %.1f after; the better is the yardstick\n",
@@ -200,6 +199,6 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     }
     fprintf(out, "  checkpoint=layer / none: step time %.2fx (goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n",
             st[1] / st[0], 100.0 * fpt * tokens / st[0] / 1e9 / sg);
-    print_breakdown(out, &bd, &c, tokens * timed, sg);
+    print_breakdown(out, &bd, lin, att, tokens * (steps - 1), sg);  // the first step is not timed
     return NSA_OK;
 }
