@@ -603,28 +603,79 @@ static inline __attribute__((always_inline)) __m256 exp256(__m256 x) {
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-// lanes_exp_sum_ref with exp256; V a multiple of 16.
+// exp256 of four vectors, each operation applied to all four before the next (the same
+// operations on each, so the same bits). One exponential is a chain of ~20 dependent
+// operations; written one after another, the chains fill the out-of-order scheduler with
+// operations that wait on their neighbours and the step ran at a third of the FP ports'
+// throughput (Zen 3: 5.3-5.8 ns per vector of 8). Interleaved by four, the step is 1.25x
+// faster (median of 41 interleaved trials, hot 64 x 64 block; by two 1.14x, by eight, past
+// the 16 ymm registers, 0.97x).
+#define EXP4 for (int k = 0; k < 4; k++)
+static inline __attribute__((always_inline)) void exp256x4(__m256 x[4]) {
+    const __m256 lo = _mm256_set1_ps(-87.0f), magic = _mm256_set1_ps(12582912.0f);
+    __m256 n[4], r[4], p[4];
+    __m256i e[4];
+    EXP4 r[k] = _mm256_min_ps(_mm256_max_ps(x[k], lo), _mm256_set1_ps(88.0f));
+    EXP4 n[k] = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(r[k], _mm256_set1_ps(1.44269504088896341f)), magic), magic);
+    EXP4 r[k] = _mm256_fmadd_ps(n[k], _mm256_set1_ps(-0.693359375f), r[k]);
+    EXP4 r[k] = _mm256_fmadd_ps(n[k], _mm256_set1_ps(2.12194440e-4f), r[k]);
+    EXP4 e[k] = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n[k]), _mm256_set1_epi32(127)), 23);
+    EXP4 p[k] = _mm256_fmadd_ps(_mm256_set1_ps(1.9875691500e-4f), r[k], _mm256_set1_ps(1.3981999507e-3f));
+    EXP4 p[k] = _mm256_fmadd_ps(p[k], r[k], _mm256_set1_ps(8.3334519073e-3f));
+    EXP4 p[k] = _mm256_fmadd_ps(p[k], r[k], _mm256_set1_ps(4.1665795894e-2f));
+    EXP4 p[k] = _mm256_fmadd_ps(p[k], r[k], _mm256_set1_ps(1.6666665459e-1f));
+    EXP4 p[k] = _mm256_fmadd_ps(p[k], r[k], _mm256_set1_ps(5.0000001201e-1f));
+    EXP4 p[k] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p[k], r[k]), r[k], r[k]), _mm256_set1_ps(1.0f));
+    EXP4 p[k] = _mm256_andnot_ps(_mm256_cmp_ps(x[k], lo, _CMP_LT_OQ), _mm256_mul_ps(p[k], _mm256_castsi256_ps(e[k])));
+    EXP4 x[k] = _mm256_blendv_ps(p[k], x[k], _mm256_cmp_ps(x[k], x[k], _CMP_UNORD_Q));
+}
+
+// lanes_exp_sum_ref with exp256; V a multiple of 16. One vector of lanes at a time over its
+// keys, four keys interleaved (exp256x4): the sum of each lane still adds its keys in order.
+// (Keys inner with all V / 8 bases and sums live took every ymm register and spilled.)
 KERNEL lanes_exp_sum_256(float *restrict P, float *restrict sum, const float *restrict base, int nk, int V) {
-    __m256 b[ATTN_L / 8], acc[ATTN_L / 8];
-    for (int v = 0; v < V / 8; v++) b[v] = _mm256_loadu_ps(base + 8 * v), acc[v] = _mm256_loadu_ps(sum + 8 * v);
-    for (int j = 0; j < nk; j++)
-        for (int v = 0; v < V / 8; v++) {
-            const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(P + j * ATTN_L + 8 * v), b[v]));
-            _mm256_storeu_ps(P + j * ATTN_L + 8 * v, p);
-            acc[v] = _mm256_add_ps(acc[v], p);
+    for (int v = 0; v < V / 8; v++) {
+        const __m256 b = _mm256_loadu_ps(base + 8 * v);
+        __m256 acc = _mm256_loadu_ps(sum + 8 * v);
+        int j = 0;
+        for (; j + 4 <= nk; j += 4) {
+            __m256 x[4];
+            EXP4 x[k] = _mm256_sub_ps(_mm256_loadu_ps(P + (j + k) * ATTN_L + 8 * v), b);
+            exp256x4(x);
+            EXP4 _mm256_storeu_ps(P + (j + k) * ATTN_L + 8 * v, x[k]), acc = _mm256_add_ps(acc, x[k]);
         }
-    for (int v = 0; v < V / 8; v++) _mm256_storeu_ps(sum + 8 * v, acc[v]);
+        for (; j < nk; j++) {
+            const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(P + j * ATTN_L + 8 * v), b));
+            _mm256_storeu_ps(P + j * ATTN_L + 8 * v, p);
+            acc = _mm256_add_ps(acc, p);
+        }
+        _mm256_storeu_ps(sum + 8 * v, acc);
+    }
 }
 
 // row_exp_ds_mask_ref with exp256, the visibility as an integer compare (gcc left the
-// portable loop scalar for AVX2: ~15 % of the attention backward in a training profile).
+// portable loop scalar for AVX2: ~15 % of the attention backward in a training profile);
+// four vectors at a time interleaved (exp256x4), the rest one by one.
 KERNEL row_exp_ds_mask_256(float *restrict P, float *restrict dS, float lr, float D, float scale, int j0, int j1,
                            int jlo, int jhi) {
     const __m256 l = _mm256_set1_ps(lr), d = _mm256_set1_ps(D), sc = _mm256_set1_ps(scale);
     const __m256i lo = _mm256_set1_epi32(jlo), hi = _mm256_set1_epi32(jhi);
-    for (int j = j0; j < j1; j += 8) {
-        const __m256i jv = _mm256_add_epi32(_mm256_set1_epi32(j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        // j >= jlo and j < jhi, as not (jlo > j) and (jhi > j)
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int j = j0;
+    for (; j + 32 <= j1; j += 32) {
+        __m256 x[4];
+        EXP4 x[k] = _mm256_sub_ps(_mm256_loadu_ps(P + j + 8 * k), l);
+        exp256x4(x);
+        EXP4 {
+            const __m256i jv = _mm256_add_epi32(_mm256_set1_epi32(j + 8 * k), lane);
+            // j >= jlo and j < jhi, as not (jlo > j) and (jhi > j)
+            const __m256 vis = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(lo, jv), _mm256_cmpgt_epi32(hi, jv)));
+            _mm256_storeu_ps(P + j + 8 * k, _mm256_and_ps(vis, x[k]));
+            _mm256_storeu_ps(dS + j + 8 * k, _mm256_and_ps(vis, _mm256_mul_ps(sc, _mm256_mul_ps(x[k], _mm256_sub_ps(_mm256_loadu_ps(dS + j + 8 * k), d)))));
+        }
+    }
+    for (; j < j1; j += 8) {
+        const __m256i jv = _mm256_add_epi32(_mm256_set1_epi32(j), lane);
         const __m256 vis = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(lo, jv), _mm256_cmpgt_epi32(hi, jv)));
         const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(P + j), l));
         _mm256_storeu_ps(P + j, _mm256_and_ps(vis, p));
@@ -632,15 +683,20 @@ KERNEL row_exp_ds_mask_256(float *restrict P, float *restrict dS, float lr, floa
     }
 }
 
-// row_exp_ds_ref with exp256.
+// row_exp_ds_ref with exp256, four vectors at a time interleaved (exp256x4).
 KERNEL row_exp_ds_256(float *restrict P, float *restrict dS, float lr, float D, float scale) {
     const __m256 l = _mm256_set1_ps(lr), d = _mm256_set1_ps(D), sc = _mm256_set1_ps(scale);
-    for (int v = 0; v < ATTN_L / 8; v++) {
-        const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(P + 8 * v), l));
-        _mm256_storeu_ps(P + 8 * v, p);
-        _mm256_storeu_ps(dS + 8 * v, _mm256_mul_ps(sc, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dS + 8 * v), d))));
+    for (int v0 = 0; v0 < ATTN_L / 8; v0 += 4) {
+        __m256 x[4];
+        EXP4 x[k] = _mm256_sub_ps(_mm256_loadu_ps(P + 8 * (v0 + k)), l);
+        exp256x4(x);
+        EXP4 {
+            _mm256_storeu_ps(P + 8 * (v0 + k), x[k]);
+            _mm256_storeu_ps(dS + 8 * (v0 + k), _mm256_mul_ps(sc, _mm256_mul_ps(x[k], _mm256_sub_ps(_mm256_loadu_ps(dS + 8 * (v0 + k)), d))));
+        }
     }
 }
+#undef EXP4
 #else
 #define LANES_HAVE_256 0
 #endif
