@@ -605,11 +605,11 @@ static inline __attribute__((always_inline)) __m256 exp256(__m256 x) {
 
 // exp256 of four vectors, each operation applied to all four before the next (the same
 // operations on each, so the same bits). One exponential is a chain of ~20 dependent
-// operations; written one after another, the chains fill the out-of-order scheduler with
-// operations that wait on their neighbours and the step ran at a third of the FP ports'
-// throughput (Zen 3: 5.3-5.8 ns per vector of 8). Interleaved by four, the step is 1.25x
-// faster (median of 41 interleaved trials, hot 64 x 64 block; by two 1.14x, by eight, past
-// the 16 ymm registers, 0.97x).
+// operations. Measured on Zen 3 (hot 64 x 64 block, median of 41 interleaved trials
+// against the keys-inner loop, which kept all eight bases and sums of a row in registers
+// and spilled: 87 stack accesses in the loop): one lane vector at a time with the chains
+// one after another 0.97x the time, interleaved by two 0.87x, by four 0.80x, by eight
+// (past the 16 ymm registers) 1.03x.
 #define EXP4 for (int k = 0; k < 4; k++)
 static inline __attribute__((always_inline)) void exp256x4(__m256 x[4]) {
     const __m256 lo = _mm256_set1_ps(-87.0f), magic = _mm256_set1_ps(12582912.0f);
@@ -632,7 +632,6 @@ static inline __attribute__((always_inline)) void exp256x4(__m256 x[4]) {
 
 // lanes_exp_sum_ref with exp256; V a multiple of 16. One vector of lanes at a time over its
 // keys, four keys interleaved (exp256x4): the sum of each lane still adds its keys in order.
-// (Keys inner with all V / 8 bases and sums live took every ymm register and spilled.)
 KERNEL lanes_exp_sum_256(float *restrict P, float *restrict sum, const float *restrict base, int nk, int V) {
     for (int v = 0; v < V / 8; v++) {
         const __m256 b = _mm256_loadu_ps(base + 8 * v);
