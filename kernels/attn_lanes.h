@@ -652,6 +652,17 @@ KERNEL lanes_exp_sum_256(float *restrict P, float *restrict sum, const float *re
     }
 }
 
+// Lanes j .. j + 7 of row_exp_ds_mask from their exponentials p: P = p and dS = scale · p ·
+// (dS − D) where jlo <= lane < jhi (as not (jlo > lane) and (jhi > lane)), 0 elsewhere.
+static inline __attribute__((always_inline)) void masked_p_ds_256(float *restrict P, float *restrict dS, int j,
+                                                                  __m256 p, __m256i lo, __m256i hi, __m256 d,
+                                                                  __m256 sc) {
+    const __m256i jv = _mm256_add_epi32(_mm256_set1_epi32(j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 vis = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(lo, jv), _mm256_cmpgt_epi32(hi, jv)));
+    _mm256_storeu_ps(P + j, _mm256_and_ps(vis, p));
+    _mm256_storeu_ps(dS + j, _mm256_and_ps(vis, _mm256_mul_ps(sc, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dS + j), d)))));
+}
+
 // row_exp_ds_mask_ref with exp256, the visibility as an integer compare (gcc left the
 // portable loop scalar for AVX2: ~15 % of the attention backward in a training profile);
 // four vectors at a time interleaved (exp256x4), the rest one by one.
@@ -659,27 +670,14 @@ KERNEL row_exp_ds_mask_256(float *restrict P, float *restrict dS, float lr, floa
                            int jlo, int jhi) {
     const __m256 l = _mm256_set1_ps(lr), d = _mm256_set1_ps(D), sc = _mm256_set1_ps(scale);
     const __m256i lo = _mm256_set1_epi32(jlo), hi = _mm256_set1_epi32(jhi);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     int j = j0;
     for (; j + 32 <= j1; j += 32) {
         __m256 x[4];
         EXP4 x[k] = _mm256_sub_ps(_mm256_loadu_ps(P + j + 8 * k), l);
         exp256x4(x);
-        EXP4 {
-            const __m256i jv = _mm256_add_epi32(_mm256_set1_epi32(j + 8 * k), lane);
-            // j >= jlo and j < jhi, as not (jlo > j) and (jhi > j)
-            const __m256 vis = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(lo, jv), _mm256_cmpgt_epi32(hi, jv)));
-            _mm256_storeu_ps(P + j + 8 * k, _mm256_and_ps(vis, x[k]));
-            _mm256_storeu_ps(dS + j + 8 * k, _mm256_and_ps(vis, _mm256_mul_ps(sc, _mm256_mul_ps(x[k], _mm256_sub_ps(_mm256_loadu_ps(dS + j + 8 * k), d)))));
-        }
+        EXP4 masked_p_ds_256(P, dS, j + 8 * k, x[k], lo, hi, d, sc);
     }
-    for (; j < j1; j += 8) {
-        const __m256i jv = _mm256_add_epi32(_mm256_set1_epi32(j), lane);
-        const __m256 vis = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(lo, jv), _mm256_cmpgt_epi32(hi, jv)));
-        const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(P + j), l));
-        _mm256_storeu_ps(P + j, _mm256_and_ps(vis, p));
-        _mm256_storeu_ps(dS + j, _mm256_and_ps(vis, _mm256_mul_ps(sc, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dS + j), d)))));
-    }
+    for (; j < j1; j += 8) masked_p_ds_256(P, dS, j, exp256(_mm256_sub_ps(_mm256_loadu_ps(P + j), l)), lo, hi, d, sc);
 }
 
 // row_exp_ds_ref with exp256, four vectors at a time interleaved (exp256x4).
