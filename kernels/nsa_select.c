@@ -3,15 +3,16 @@
 // its saved log-sum-exp (the reference twin).
 #include "kernels/nsa_select.h"
 
+#include <omp.h>
 #include <stdlib.h>
 
 #include "kernels/attention.h"
 #include "kernels/attn_lanes.h"
 #include "kernels/common.h"
 
-// nsa_select's work buffer holds a fixed number of scratch slots, task i using slot
-// i % NSA_SELECT_SLOTS, so its size does not depend on the thread count (at most this many
-// threads take part).
+// The selection's work buffer holds a fixed number of scratch slots, one per thread (at most
+// this many threads take part), so its size does not depend on the thread count; a slot is
+// scratch only, so a task's result does not depend on which thread runs it.
 #define NSA_SELECT_SLOTS 32
 
 // Eq. 9's overlap as a pooling of compressed blocks into selection blocks: block j pools
@@ -22,8 +23,7 @@ static AttnPool select_pool(const NsaShape *s) {
 
 // The scratch of one task (b, g, block of qb positions), in floats: the pooled chunks part
 // [ceil(Nc / 64)][attn_pool_max][ATTN_ROWS], their factors f (or the forward's bases, made
-// factors in place) [ceil(Nc / 64)][ATTN_ROWS], and the block scores ps [Ns][qb]. Task i uses
-// slot i % NSA_SELECT_SLOTS.
+// factors in place) [ceil(Nc / 64)][ATTN_ROWS], and the block scores ps [Ns][qb].
 static size_t select_slot_floats(const NsaShape *s) {
     const AttnGrid gr = attn_grid(s->B, s->T, s->H, s->G);
     const AttnPool pool = select_pool(s);
@@ -432,10 +432,12 @@ void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse,
     const int T = s->T, G = s->G, n = s->slc_topn;
     const AttnGrid gr = attn_grid(s->B, T, s->H, G);
     const long tasks = (long)s->B * G * gr.nqb;
-#pragma omp parallel for schedule(static, 1)
-    for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
-        float *scratch = (float *)work + (size_t)slot * select_slot_floats(s);
-        for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
+    const int nthr = nsa_imin(omp_get_max_threads(), NSA_SELECT_SLOTS);
+#pragma omp parallel num_threads(nthr)
+    {
+        float *scratch = (float *)work + (size_t)omp_get_thread_num() * select_slot_floats(s);
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < tasks; task++) {
             const int qbi = (int)(task % gr.nqb), g = (int)(task / gr.nqb % G), b = (int)(task / gr.nqb / G);
             const int t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
             nsa_select_rows(idx + (((size_t)b * T + t0) * G + g) * n, q, kc, lse, b, T, t0, nt, 0, g, scratch, s);
@@ -456,12 +458,19 @@ void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float
     const AttnPool pool = select_pool(s);
     const int jb = attn_pool_max(&pool), nch = (Nc + ATTN_KEYS - 1) / ATTN_KEYS;
     const long tasks = (long)s->B * G * gr.nqb;
-#pragma omp parallel for schedule(static, 1)
-    for (int slot = 0; slot < NSA_SELECT_SLOTS; slot++) {
-        float *part = (float *)work + (size_t)slot * select_slot_floats(s);
+    // A slot per thread and the tasks handed out as threads finish: a task's bits do not
+    // depend on who runs it (the slot is scratch only), and on a shared host one core is often
+    // slower for a while, which fixed shares (slot i's tasks i, i + 32, ...) left the other
+    // waiting on: 0.91x the time at 32k with 2 threads, 0.96x at 64k, 0.89x at `small`'s
+    // training shape (medians of interleaved runs, AMD Zen 3).
+    const int nthr = nsa_imin(omp_get_max_threads(), NSA_SELECT_SLOTS);
+#pragma omp parallel num_threads(nthr)
+    {
+        float *part = (float *)work + (size_t)omp_get_thread_num() * select_slot_floats(s);
         float *f = part + (size_t)nch * jb * ATTN_ROWS, *ps = f + (size_t)nch * ATTN_ROWS;
-        // Costliest (last) position blocks first, spread over the slots.
-        for (long task = slot; task < tasks; task += NSA_SELECT_SLOTS) {
+        // Costliest (last) position blocks first.
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < tasks; task++) {
             int qbi = gr.nqb - 1 - (int)(task / ((long)s->B * G)), g = (int)(task % G);
             int b = (int)(task / G % s->B), t0 = qbi * gr.qb, nt = nsa_imin(gr.qb, T - t0);
             const size_t kvoff = ((size_t)b * Nc * G + g) * Dh;
