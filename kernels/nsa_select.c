@@ -373,18 +373,24 @@ void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb) { heads_ad
 // each, from +0), then ps[j][i] += v of the position's rows, heads in order. Chunks cover the
 // compressed blocks [0, nvis) (the tile's last position's): a block a row cannot see adds
 // exp(−inf) = +0 to its pool and a chunk past the row's blocks adds fmaf(+0, f, v) = v, so
-// a row's scores do not depend on the tile it is in.
+// a row's scores do not depend on the tile it is in. The chunks' window ranges [first, last]
+// (attn_pool_first, attn_pool_count) ascend with the chunk, so a cursor finds block j's
+// chunks (working them out per block and chunk took three integer divisions each: 0.99x the
+// fused forward's time without them at 8k and 32k, 2 threads, Zen 3).
 static void select_fold(float *restrict ps, int qb, const float *restrict part, const float *restrict f, int nvis,
                         int ncand, int hb, const AttnPool *pool) {
-    const int a = pool->a, bq = pool->bq, jb = attn_pool_max(pool), L = ATTN_ROWS;
-    for (int j = 0; j < ncand; j++) {
+    const int jb = attn_pool_max(pool), L = ATTN_ROWS, nch = (nvis + L - 1) / L;
+    int first[nch + 1], last[nch + 1];
+    for (int ch = 0; ch < nch; ch++) {
+        first[ch] = attn_pool_first(pool, ch * L);
+        last[ch] = first[ch] + attn_pool_count(pool, ch * L, nsa_imin(L, nvis - ch * L)) - 1;
+    }
+    for (int j = 0, c = 0; j < ncand; j++) {
         float v[ATTN_ROWS];
         for (int r = 0; r < L; r++) v[r] = 0.0f;
-        const int clo = nsa_imax(0, a * j - (bq - 1)), chi = nsa_imin(a * j + a - 1, nvis - 1);
-        for (int ch = clo / L; clo <= chi && ch <= chi / L; ch++) {
-            const int c0 = ch * L, jj = j - attn_pool_first(pool, c0);
-            NSA_ASSERT(jj >= 0 && jj < attn_pool_count(pool, c0, nsa_imin(L, nvis - c0)));
-            const float *pp = part + ((size_t)ch * jb + jj) * L, *ff = f + (size_t)ch * L;
+        while (c < nch && last[c] < j) c++;
+        for (int ch = c; ch < nch && first[ch] <= j; ch++) {  // last[ch] >= last[c] >= j
+            const float *pp = part + ((size_t)ch * jb + j - first[ch]) * L, *ff = f + (size_t)ch * L;
 #pragma omp simd
             for (int r = 0; r < L; r++) v[r] = fmaf(pp[r], ff[r], v[r]);
         }

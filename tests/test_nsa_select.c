@@ -157,6 +157,10 @@ Test(nsa_select, matches_naive) {
     check_select_case(kref_nsa_shape(1, 10, 2, 1, 16, 16, 4, 4, 2), 37);    // T < l: all scores 0
     check_select_case(kref_nsa_shape(1, 90, 130, 2, 8, 16, 8, 16, 4), 38);  // r = 65: two head chunks
     check_select_case(kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), 39); // small's group: r = 4, 16 positions a tile
+    // Past 64 compressed blocks: blocks whose windows straddle two 64-key chunks of the pooling
+    // (select_fold adds both chunks' parts), with l' = 2d and with small's l' = 4d, l = 2d.
+    check_select_case(kref_nsa_shape(1, 1100, 4, 2, 16, 16, 8, 16, 6), 40);
+    check_select_case(kref_nsa_shape(1, 1300, 8, 2, 32, 32, 16, 64, 6), 41);
 }
 
 Test(nsa_select, forced_and_ties) {
