@@ -27,7 +27,7 @@ static const char usage[] =
     "  attn: one layer of NSA attention (compressed, selection, selected, window) vs dense\n"
     "  causal flash attention at S = 8k, 16k, 32k, 64k (stop after --max-seq, default 65536),\n"
     "  forward and backward, each kernel's GFLOP/s against 1- and 2-thread sgemm of the run;\n"
-    "  the best of --reps runs per S (1-10; default 2 up to 16k and 1 beyond: ~2 minutes).\n"
+    "  the best of --reps runs per S (1-10; default 4 at 8k, 3 at 16k, 1 beyond: ~3 minutes).\n"
     "  train: optimiser steps of a named config (default small; --steps per mode, default 6,\n"
     "  the first left out) with checkpoint=none and =layer: tokens/s, achieved GFLOP/s (6 per\n"
     "  parameter use + 12*Dh per attention pair) against sgemm of the run, the step-time\n"

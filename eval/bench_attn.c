@@ -172,9 +172,11 @@ int bench_attn_run(FILE *out, int max_seq, int nreps) {
         Bench x;
         bench_init(&x, T);
         const NsaShape *s = &x.s;
-        // By default the whole run stays near two minutes on 2 cores; on a shared machine
-        // --reps 3 takes the best of three (one disturbed run no longer decides).
-        const int reps = nreps > 0 ? nreps : T <= 16384 ? 2 : 1;
+        // By default the whole run stays near three minutes on 2 cores: 4 runs at 8k and 3 at
+        // 16k, where a run takes seconds and one disturbed by a neighbour had decided the ratio
+        // (two default runs on a Zen 3 host half an hour apart: dense forward at 8k 547 and 321
+        // ms, NSA 2.13x and 1.79x), 1 beyond; --reps N takes the best of N at every S.
+        const int reps = nreps > 0 ? nreps : T <= 8192 ? 4 : T <= 16384 ? 3 : 1;
         NsaTimes best = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30}, tm;
         double df = 1e30, db = 1e30;
         for (int r = 0; r < reps; r++) {

@@ -6,7 +6,7 @@
 #include <stdio.h>
 
 // Prints the table to out for S = 8192, 16384, ... up to max_seq (>= 8192). Returns NSA_OK.
-// reps > 0: the best of reps runs at every S; 0: 2 up to 16k, 1 beyond.
+// reps > 0: the best of reps runs at every S; 0: 4 at 8k, 3 at 16k, 1 beyond.
 int bench_attn_run(FILE *out, int max_seq, int reps);
 
 #endif
