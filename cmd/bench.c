@@ -29,9 +29,10 @@ static const char usage[] =
     "  forward and backward, each kernel's GFLOP/s against 1- and 2-thread sgemm of the run;\n"
     "  the best of --reps runs per S (1-10; default 4 at 8k, 3 at 16k, 1 beyond: ~3 minutes).\n"
     "  train: optimiser steps of a named config (default small; --steps per mode, default 6,\n"
-    "  the first left out) with checkpoint=none and =layer: tokens/s, achieved GFLOP/s (6 per\n"
-    "  parameter use + 12*Dh per attention pair) against sgemm of the run, the step-time\n"
-    "  ratio of gradient checkpointing, and where the checkpoint=none steps went (linear ops,\n"
+    "  the first left out), checkpoint=none and =layer alternating in pairs: tokens/s,\n"
+    "  achieved GFLOP/s (6 per parameter use + 12*Dh per attention pair) against an sgemm\n"
+    "  measured right after each none step, the step-time ratio of gradient checkpointing\n"
+    "  (median of the pairs), and where the checkpoint=none steps went (linear ops,\n"
     "  attention ops, other ops, the rest; sampled every ms) with the linear and attention\n"
     "  ops' GFLOP/s. Needs the config's data file (scripts/get-corpus.sh).\n"
     "  Peak memory of gradient checkpointing at seq_len 2048: scripts/bench-ckpt.sh (make bench).\n";

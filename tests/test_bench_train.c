@@ -83,3 +83,31 @@ Test(bench_train, breakdown_classes_and_rest) {
     cr_expect_eq(b.n_attn, 1);
     cr_expect_eq(b.n_other, 0);
 }
+
+// The paired figures: a neighbour that halves the machine's speed for some of the pairs slows
+// the steps and the sgemm measured after them alike, so each pair's ratios stay what the
+// code does; the median over pairs reports those, while the best sgemm of the run (the
+// conservative figure) sets the slowed steps against the machine at its fastest.
+Test(bench_train, paired_timing_cancels_a_slowed_machine) {
+    const double none_s[5] = {2.0, 4.0, 2.0, 4.0, 4.1}, layer_s[5] = {2.4, 4.8, 2.4, 4.8, 4.92};
+    const double sg[5] = {100.0, 50.0, 100.0, 50.0, 50.0 * 4.0 / 4.1};
+    const double flops = 120e9;  // 60 GFLOP/s in a 2 s step: 60 % of 100
+    TrainTiming t = bench_train_timing(none_s, layer_s, sg, 5, flops);
+    cr_expect_float_eq(t.ckpt_ratio, 1.2, 1e-12);
+    cr_assert_eq(t.n, 5);
+    for (int i = 0; i < 5; i++) cr_expect_float_eq(t.pair_ratio[i], layer_s[i] / none_s[i], 1e-15);
+    cr_expect_float_eq(t.eff, 0.6, 1e-12);
+    cr_expect_float_eq(t.none_s, 4.0, 1e-12);
+    cr_expect_float_eq(t.none_lo, 2.0, 1e-12);
+    cr_expect_float_eq(t.none_hi, 4.1, 1e-12);
+    cr_expect_float_eq(t.layer_s, 4.8, 1e-12);
+    cr_expect_float_eq(t.sg_best, 100.0, 1e-12);
+    cr_expect_float_eq(t.sg_med, 50.0, 1e-12);
+    cr_expect_float_eq(t.eff_best, 120.0 / 4.0 / 100.0, 1e-12);  // the median step against the best sgemm
+    // The inputs are left as they were (the medians sort copies).
+    cr_expect_float_eq(none_s[1], 4.0, 0);
+    // An even count: the mean of the middle two.
+    t = bench_train_timing(none_s, layer_s, sg, 4, flops);
+    cr_expect_float_eq(t.none_s, 3.0, 1e-12);
+    cr_expect_float_eq(t.eff, 0.6, 1e-12);
+}

@@ -95,38 +95,81 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// Median, fastest and slowest step time (s) of steps 2..steps with gradient checkpointing
-// `mode` (the spread shows how much a shared machine disturbed the run). With bd, the
-// sampling profiler runs over the timed steps and *bd gets their breakdown (seconds summed
-// over those steps).
-static int time_steps(const Config *base, CkptMode mode, int steps, double *median, double *lo, double *hi,
-                      TrainBreakdown *bd) {
+// Median of x[0..n) (n >= 1; x is sorted in place).
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+TrainTiming bench_train_timing(const double *none_s, const double *layer_s, const double *sgemm_gf, int n,
+                               double flops) {
+    TrainTiming r = {.n = n};
+    enum { M = BENCH_TRAIN_MAX_STEPS };
+    double a[M], b[M], ratio[M], eff[M], sg[M];
+    NSA_ASSERT(n >= 1 && n <= BENCH_TRAIN_MAX_STEPS);
+    for (int i = 0; i < n; i++) {
+        a[i] = none_s[i], b[i] = layer_s[i], sg[i] = sgemm_gf[i];
+        ratio[i] = r.pair_ratio[i] = layer_s[i] / none_s[i];
+        eff[i] = flops / none_s[i] / 1e9 / sgemm_gf[i];
+    }
+    r.none_s = median(a, n), r.none_lo = a[0], r.none_hi = a[n - 1];
+    r.layer_s = median(b, n), r.layer_lo = b[0], r.layer_hi = b[n - 1];
+    r.ckpt_ratio = median(ratio, n);
+    r.sg_med = median(sg, n), r.sg_best = sg[n - 1];
+    r.eff = median(eff, n);
+    r.eff_best = flops / r.none_s / 1e9 / r.sg_best;
+    return r;
+}
+
+// Timed steps in one trainer, the checkpoint mode switched between steps (trainer_step reads
+// it every step): first one untimed step of each mode (the none step sizes the arenas, the
+// layer step the recompute's), then steps - 1 timed pairs in ABBA order (none, layer; layer,
+// none; ...), and a short sgemm (gemm_measure_gflops) right after every timed none step. On
+// a shared machine a neighbour slows every core for seconds at a time: with the modes run one
+// after the other (sessions 9-12) the checkpointing ratio measured the neighbour as much as
+// the recompute, and a yardstick taken before and after all the steps could catch the
+// machine idle while the steps ran slowed (the same 3.44 s step gave 66 % and 55 % of sgemm
+// in two runs). Paired, each step is set against the sgemm and the other mode measured in
+// the same seconds. With bd, the sampling profiler runs over the timed none steps and *bd gets
+// their breakdown (seconds summed over those steps).
+static int time_pairs(const Config *base, int steps, double flops, TrainTiming *tm, TrainBreakdown *bd) {
     Config c = *base;
-    c.checkpoint = mode;
+    c.checkpoint = CKPT_NONE;
     Trainer t;
     if (trainer_init(&t, &c, NULL) != NSA_OK) return NSA_ERR;
-    Profiler *prof = bd ? profiler_start(&t.watch) : NULL;
-    double times[64], wall = 0;
-    int n = 0, rc = NSA_OK;
-    for (int i = 0; i < steps && rc == NSA_OK; i++) {
-        StepStats st;
-        if (prof) profiler_active(prof, i > 0);  // the first step sizes the arenas
-        double t0 = nsa_now();
+    Profiler *prof = profiler_start(&t.watch);
+    const int threads = omp_get_max_threads(), n = steps - 1;
+    enum { M = BENCH_TRAIN_MAX_STEPS };
+    double none_s[M], layer_s[M], sg[M], wall = 0;
+    int rc = NSA_OK;
+    StepStats st;
+    for (int mode = 0; mode < 2 && rc == NSA_OK; mode++) {  // untimed: sizes the arenas
+        t.cfg.checkpoint = mode ? CKPT_LAYER : CKPT_NONE;
         rc = trainer_step(&t, &st);
-        if (i > 0) times[n++] = nsa_now() - t0, wall += times[n - 1];
     }
-    if (prof) {
-        profiler_active(prof, 0);
-        ProfEntry e[PROF_MAX_OPS];
-        const int ne = profiler_read(prof, e);
-        profiler_stop(prof);
-        *bd = bench_train_breakdown(e, ne, wall);
-    }
+    for (int i = 0; i < n && rc == NSA_OK; i++)
+        for (int k = 0; k < 2 && rc == NSA_OK; k++) {
+            const int layer = (i % 2) ^ k;  // ABBA
+            t.cfg.checkpoint = layer ? CKPT_LAYER : CKPT_NONE;
+            profiler_active(prof, !layer);
+            const double t0 = nsa_now();
+            rc = trainer_step(&t, &st);
+            const double dt = nsa_now() - t0;
+            profiler_active(prof, 0);
+            if (layer) {
+                layer_s[i] = dt;
+            } else {
+                none_s[i] = dt, wall += dt;
+                sg[i] = gemm_measure_gflops(1024, threads);
+            }
+        }
+    ProfEntry e[PROF_MAX_OPS];
+    const int ne = profiler_read(prof, e);
+    profiler_stop(prof);
     trainer_free(&t);
     if (rc != NSA_OK) return NSA_ERR;
-    qsort(times, (size_t)n, sizeof times[0], cmp_double);
-    *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-    *lo = times[0], *hi = times[n - 1];
+    *bd = bench_train_breakdown(e, ne, wall);
+    *tm = bench_train_timing(none_s, layer_s, sg, n, flops);
     return NSA_OK;
 }
 
@@ -165,40 +208,36 @@ int bench_train_run(FILE *out, const char *config, int steps) {
     if (config_load(&c, config) != NSA_OK) return NSA_ERR;
     c.eval_every = 0, c.ckpt_every = 0;
     if (config_validate(&c) != NSA_OK) return NSA_ERR;
-    if (steps < 2 || steps > 64) steps = steps < 2 ? 2 : 64;
+    if (steps < 2 || steps > BENCH_TRAIN_MAX_STEPS) steps = steps < 2 ? 2 : BENCH_TRAIN_MAX_STEPS;
     const int threads = omp_get_max_threads();
-    // The yardstick is measured before and after the timed steps and the better taken, so
-    // that one slowed measurement on a shared machine cannot flatter the ratio.
-    const double sg0 = gemm_measure_gflops(1024, threads);
     double lin, att;
     bench_train_flops_split(&c, &lin, &att);
     const double fpt = lin + att;
     const double tokens = (double)(c.batch_size * c.seq_len * c.grad_accum);
     fprintf(out,
             "training %s: batch %lld x seq_len %lld x grad_accum %lld = %.0f tokens/step, %d steps per mode "
-            "(median of steps 2..%d), %d threads, %s attention kernels\n"
+            "(the first of each untimed; the modes alternate in one trainer, paired ABBA), %d threads, %s attention "
+            "kernels\n"
             "FLOPs per token %.1f M (6 per parameter use + 12*Dh per attention pair)\n",
-            config, (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, tokens, steps, steps,
-            threads, attn_path_name(), fpt / 1e6);
+            config, (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, tokens, steps, threads,
+            attn_path_name(), fpt / 1e6);
     fflush(out);
-    double st[2], lo[2], hi[2];
-    const CkptMode modes[2] = {CKPT_NONE, CKPT_LAYER};
-    const char *names[2] = {"none", "layer"};
+    TrainTiming tm;
     TrainBreakdown bd = {0};
+    if (time_pairs(&c, steps, fpt * tokens, &tm, &bd) != NSA_OK) return NSA_ERR;
+    const double st[2] = {tm.none_s, tm.layer_s}, lo[2] = {tm.none_lo, tm.layer_lo}, hi[2] = {tm.none_hi, tm.layer_hi};
+    const char *names[2] = {"none", "layer"};
     for (int i = 0; i < 2; i++)
-        if (time_steps(&c, modes[i], steps, &st[i], &lo[i], &hi[i], i == 0 ? &bd : NULL) != NSA_OK) return NSA_ERR;
-    const double sg1 = gemm_measure_gflops(1024, threads), sg = sg0 > sg1 ? sg0 : sg1;
+        fprintf(out, "  checkpoint=%-5s  step %7.3f s (%.3f .. %.3f)  %8.0f tokens/s  %6.1f GFLOP/s\n", names[i], st[i],
+                lo[i], hi[i], tokens / st[i], fpt * tokens / st[i] / 1e9);
     fprintf(out,
-            "sgemm 1024^3 on %d threads: %.1f GFLOP/s before the steps, %.1f after; the better is the yardstick\n",
-            threads, sg0, sg1);
-    for (int i = 0; i < 2; i++) {
-        const double gf = fpt * tokens / st[i] / 1e9;
-        fprintf(out,
-                "  checkpoint=%-5s  step %7.3f s (%.3f .. %.3f)  %8.0f tokens/s  %6.1f GFLOP/s = %4.1f%% of sgemm\n",
-                names[i], st[i], lo[i], hi[i], tokens / st[i], gf, 100.0 * gf / sg);
-    }
-    fprintf(out, "  checkpoint=layer / none: step time %.2fx (goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n",
-            st[1] / st[0], 100.0 * fpt * tokens / st[0] / 1e9 / sg);
-    print_breakdown(out, &bd, lin, att, tokens * (steps - 1), sg);  // the first step is not timed
+            "sgemm 1024^3 on %d threads right after each checkpoint=none step: median %.1f GFLOP/s, best %.1f\n"
+            "  checkpoint=none at %.1f%% of the sgemm measured after each step (median over the steps); %.1f%% of "
+            "the best sgemm of the run\n",
+            threads, tm.sg_med, tm.sg_best, 100.0 * tm.eff, 100.0 * tm.eff_best);
+    fprintf(out, "  checkpoint=layer / none: step time %.2fx (median of the pairs:", tm.ckpt_ratio);
+    for (int i = 0; i < tm.n; i++) fprintf(out, "%s %.2f", i ? "," : "", tm.pair_ratio[i]);
+    fprintf(out, "; goal <= 1.3x); none at %.0f%% of sgemm (goal >= 60%%)\n", 100.0 * tm.eff);
+    print_breakdown(out, &bd, lin, att, tokens * (steps - 1), tm.sg_med);  // the first step is not timed
     return NSA_OK;
 }

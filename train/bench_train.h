@@ -1,7 +1,7 @@
 // bench_train.h: `nsa bench train`: a few optimiser steps of a named config (default
 // `small`) in this process, with checkpoint=none and checkpoint=layer, reported as tokens/s,
 // achieved GFLOP/s (counted below) against sgemm measured in the same run, and the step-time
-// ratio of gradient checkpointing; then where the checkpoint=none step's time goes (linear
+// ratio of gradient checkpointing, both from paired measurements (bench_train_timing); then where the checkpoint=none step's time goes (linear
 // ops, attention ops, the rest) with each part's GFLOP/s. Nothing is written to disk.
 #ifndef NSA_BENCH_TRAIN_H
 #define NSA_BENCH_TRAIN_H
@@ -35,8 +35,27 @@ typedef struct {
 // wall_s: the timed steps' total wall time; e: n profile entries (seconds per op and phase).
 TrainBreakdown bench_train_breakdown(const ProfEntry *e, int n, double wall_s);
 
-// Runs `steps` steps per mode (the first, which sizes the arenas, is left out; the median
-// of the others is the step time). Errors: unknown config, missing data file.
+#define BENCH_TRAIN_MAX_STEPS 64
+
+// What the timed steps say: n pairs of a checkpoint=none and a checkpoint=layer step (none_s,
+// layer_s, seconds) and the sgemm GFLOP/s measured right after each none step (sgemm_gf);
+// flops: the counted FLOPs of one step.
+typedef struct {
+    double none_s, none_lo, none_hi;     // median, fastest and slowest checkpoint=none step
+    double layer_s, layer_lo, layer_hi;  // the same for checkpoint=layer
+    double ckpt_ratio;                   // median over the pairs of layer / none
+    double pair_ratio[BENCH_TRAIN_MAX_STEPS];  // each pair's layer / none, in step order
+    int n;
+    double sg_med, sg_best;              // median and best of the sgemm measurements
+    double eff;       // median over the none steps of (flops / step time) / the sgemm after it
+    double eff_best;  // flops / none_s / sg_best: against the best the machine showed
+} TrainTiming;
+TrainTiming bench_train_timing(const double *none_s, const double *layer_s, const double *sgemm_gf, int n,
+                               double flops);
+
+// Runs `steps` steps per mode in one trainer, alternating checkpoint=none and =layer (the
+// first of each, which sizes the arenas, is left out). Errors: unknown config, missing data
+// file.
 int bench_train_run(FILE *out, const char *config, int steps);
 
 #endif
