@@ -130,7 +130,7 @@ TrainTiming bench_train_timing(const double *none_s, const double *layer_s, cons
 // the recompute, and a yardstick taken before and after all the steps could catch the
 // machine idle while the steps ran slowed (the same 3.44 s step gave 66 % and 55 % of sgemm
 // in two runs). Paired, each step is set against the sgemm and the other mode measured in
-// the same seconds. With bd, the sampling profiler runs over the timed none steps and *bd gets
+// the same seconds. The sampling profiler runs over the timed none steps only, and *bd gets
 // their breakdown (seconds summed over those steps).
 static int time_pairs(const Config *base, int steps, double flops, TrainTiming *tm, TrainBreakdown *bd) {
     Config c = *base;

@@ -1,8 +1,9 @@
 // bench_train.h: `nsa bench train`: a few optimiser steps of a named config (default
 // `small`) in this process, with checkpoint=none and checkpoint=layer, reported as tokens/s,
 // achieved GFLOP/s (counted below) against sgemm measured in the same run, and the step-time
-// ratio of gradient checkpointing, both from paired measurements (bench_train_timing); then where the checkpoint=none step's time goes (linear
-// ops, attention ops, the rest) with each part's GFLOP/s. Nothing is written to disk.
+// ratio of gradient checkpointing, both from paired measurements (bench_train_timing); then
+// where the checkpoint=none step's time goes (linear ops, attention ops, the rest) with each
+// part's GFLOP/s. Nothing is written to disk.
 #ifndef NSA_BENCH_TRAIN_H
 #define NSA_BENCH_TRAIN_H
 
