@@ -38,7 +38,8 @@ typedef struct {
     int Nc;
     float *q, *k, *v, *dout;            // inputs
     float *kc, *vc;                     // compressed (mean pooling: the cheapest cmp_fn)
-    float *o, *lse, *oc, *lc, *os, *ls; // outputs: dense/window, compressed, selected
+    float *o, *lse, *ow, *lw;           // outputs: dense, window,
+    float *oc, *lc, *os, *ls;           // compressed, selected
     float *dq, *dk, *dv, *dkc, *dvc;
     int32_t *idx;
     void *wd, *wc, *ws, *wsel;          // work: dense, compressed, selected, selection
@@ -60,7 +61,7 @@ static void nsa_forward_timed(Bench *x, NsaTimes *tm) {
     double t2 = nsa_now();
     nsa_slc_attn_forward(x->os, x->ls, x->q, x->k, x->v, x->idx, s);
     double t3 = nsa_now();
-    attn_forward(x->o, x->lse, x->q, x->k, x->v, s->B, s->T, s->H, s->G, s->Dh, s->window);
+    attn_forward(x->ow, x->lw, x->q, x->k, x->v, s->B, s->T, s->H, s->G, s->Dh, s->window);
     double t4 = nsa_now();
     tm->cmp_f = t1 - t0, tm->sel_f = t2 - t1, tm->slc_f = t3 - t2, tm->win_f = t4 - t3, tm->nsa_f = t4 - t0;
 }
@@ -76,7 +77,7 @@ static void nsa_backward_timed(Bench *x, NsaTimes *tm) {
     double t1 = nsa_now();
     nsa_slc_attn_backward(x->dq, x->dk, x->dv, x->dout, x->q, x->k, x->v, x->os, x->ls, x->idx, x->ws, s);
     double t2 = nsa_now();
-    attn_backward(x->dq, x->dk, x->dv, x->dout, x->q, x->k, x->v, x->o, x->lse, x->wd, s->B, s->T, s->H, s->G,
+    attn_backward(x->dq, x->dk, x->dv, x->dout, x->q, x->k, x->v, x->ow, x->lw, x->wd, s->B, s->T, s->H, s->G,
                   s->Dh, s->window);
     double t3 = nsa_now();
     tm->cmp_b = t1 - t0, tm->slc_b = t2 - t1, tm->win_b = t3 - t2, tm->nsa_b = t3 - t0;
@@ -112,7 +113,7 @@ static double pairs_slc(const NsaShape *s, const int32_t *idx) {
 
 static void bench_free(Bench *x) {
     free(x->q), free(x->k), free(x->v), free(x->dout), free(x->kc), free(x->vc);
-    free(x->o), free(x->lse), free(x->oc), free(x->lc), free(x->os), free(x->ls);
+    free(x->o), free(x->lse), free(x->ow), free(x->lw), free(x->oc), free(x->lc), free(x->os), free(x->ls);
     free(x->dq), free(x->dk), free(x->dv), free(x->dkc), free(x->dvc), free(x->idx);
     free(x->wd), free(x->wc), free(x->ws), free(x->wsel);
 }
@@ -130,8 +131,8 @@ static void bench_init(Bench *x, int T) {
     x->dout = randn(nq, 14, 1.0f);
     x->kc = nsa_malloc(nc * 4), x->vc = nsa_malloc(nc * 4), x->dkc = nsa_malloc(nc * 4), x->dvc = nsa_malloc(nc * 4);
     size_t nl = (size_t)T * s->H * 4;
-    x->o = nsa_malloc(nq * 4), x->oc = nsa_malloc(nq * 4), x->os = nsa_malloc(nq * 4);
-    x->lse = nsa_malloc(nl), x->lc = nsa_malloc(nl), x->ls = nsa_malloc(nl);
+    x->o = nsa_malloc(nq * 4), x->ow = nsa_malloc(nq * 4), x->oc = nsa_malloc(nq * 4), x->os = nsa_malloc(nq * 4);
+    x->lse = nsa_malloc(nl), x->lw = nsa_malloc(nl), x->lc = nsa_malloc(nl), x->ls = nsa_malloc(nl);
     x->dq = nsa_calloc(nq, 4), x->dk = nsa_calloc(nk, 4), x->dv = nsa_calloc(nk, 4);
     x->idx = nsa_malloc((size_t)T * s->G * s->slc_topn * sizeof(int32_t));
     x->wd = nsa_malloc(attn_backward_work_bytes(1, T, s->H, s->G, s->Dh));
@@ -143,13 +144,47 @@ static void bench_init(Bench *x, int T) {
     memset(x->wc, 0, nsa_cmp_attn_backward_work_bytes(s));
     memset(x->ws, 0, nsa_slc_attn_backward_work_bytes(s));
     memset(x->wsel, 0, nsa_cmp_select_work_bytes(s));
-    memset(x->o, 0, nq * 4), memset(x->oc, 0, nq * 4), memset(x->os, 0, nq * 4);
-    memset(x->lse, 0, nl), memset(x->lc, 0, nl), memset(x->ls, 0, nl);
+    memset(x->o, 0, nq * 4), memset(x->ow, 0, nq * 4), memset(x->oc, 0, nq * 4), memset(x->os, 0, nq * 4);
+    memset(x->lse, 0, nl), memset(x->lw, 0, nl), memset(x->lc, 0, nl), memset(x->ls, 0, nl);
     memset(x->kc, 0, nc * 4), memset(x->vc, 0, nc * 4), memset(x->dkc, 0, nc * 4), memset(x->dvc, 0, nc * 4);
     memset(x->idx, 0, (size_t)T * s->G * s->slc_topn * sizeof(int32_t));
 }
 
 static double pct(double a, double b) { return b > 0 ? 100.0 * a / b : 0; }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+AttnPairs bench_attn_pairs(const double *dense_s, const double *nsa_s, int n) {
+    AttnPairs r = {.n = n, .dense_best = dense_s[0], .nsa_best = nsa_s[0]};
+    double x[BENCH_ATTN_MAX_REPS];
+    NSA_ASSERT(n >= 1 && n <= BENCH_ATTN_MAX_REPS);
+    for (int i = 0; i < n; i++) {
+        x[i] = r.pair[i] = dense_s[i] / nsa_s[i];
+        r.dense_best = fmin(r.dense_best, dense_s[i]), r.nsa_best = fmin(r.nsa_best, nsa_s[i]);
+    }
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    r.ratio = n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+    r.best_ratio = r.dense_best / r.nsa_best;
+    return r;
+}
+
+static void dense_forward_timed(Bench *x, double *sec) {
+    const NsaShape *s = &x->s;
+    double t0 = nsa_now();
+    attn_forward(x->o, x->lse, x->q, x->k, x->v, 1, s->T, s->H, s->G, s->Dh, 0);
+    *sec = nsa_now() - t0;
+}
+
+static void dense_backward_timed(Bench *x, double *sec) {
+    const NsaShape *s = &x->s;
+    double t0 = nsa_now();
+    attn_backward(x->dq, x->dk, x->dv, x->dout, x->q, x->k, x->v, x->o, x->lse, x->wd, 1, s->T, s->H, s->G, s->Dh,
+                  0);
+    *sec = nsa_now() - t0;
+}
 
 int bench_attn_run(FILE *out, int max_seq, int nreps) {
     const int threads = omp_get_max_threads();
@@ -162,7 +197,9 @@ int bench_attn_run(FILE *out, int max_seq, int nreps) {
             "the %d-thread figure\n"
             "NSA fwd = compression | compressed attention with selection fused | selected | window; bwd = compressed "
             "(+ compression) | selected | window\n"
-            "GFLOP/s count 4*Dh FLOPs per (head, key) pair forward, 10*Dh backward; selection counts none\n\n",
+            "GFLOP/s count 4*Dh FLOPs per (head, key) pair forward, 10*Dh backward; selection counts none\n"
+            "x: the median over the runs of dense / NSA, each run timing the two back to back; times, GFLOP/s and "
+            "parts: the fastest run\n\n",
             BA_H, BA_G, BA_DH, threads, attn_path_name(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "default",
             sg1, sg2, threads >= 2 ? 2 : 1);
     fprintf(out, "%6s | %9s %9s %6s %6s | %9s %9s %6s %6s | %-13s %-13s | %-22s %-22s | %s\n", "S", "dense fwd",
@@ -172,28 +209,39 @@ int bench_attn_run(FILE *out, int max_seq, int nreps) {
         Bench x;
         bench_init(&x, T);
         const NsaShape *s = &x.s;
-        // By default the whole run stays near three minutes on 2 cores: 4 runs at 8k and 3 at
-        // 16k, where a run takes seconds and one disturbed by a neighbour had decided the ratio
-        // (two default runs on a Zen 3 host half an hour apart: dense forward at 8k 547 and 321
-        // ms, NSA 2.13x and 1.79x), 1 beyond; --reps N takes the best of N at every S.
-        const int reps = nreps > 0 ? nreps : T <= 8192 ? 4 : T <= 16384 ? 3 : 1;
+        // Runs in pairs: dense and NSA forward back to back, then the two backwards, in the
+        // order dense, NSA, NSA, dense in even runs and NSA, dense, dense, NSA in odd ones. The
+        // ratio is the median of the runs' ratios. (Until session 14 each run timed dense
+        // forward and backward and then NSA's, and the table took the fastest of each side: at
+        // 64k the NSA forward came a minute after the dense one, and a default run of 2.6
+        // minutes on a Zen 3 host gave the fused compressed forward 2.0 s where it measured
+        // 1.3-1.4 s alone.) By default about three minutes on 2 cores: 4 runs at 8k, 3 at
+        // 16k, 2 at 32k and 1 at 64k, where one takes about 100 s.
+        const int reps = nreps > 0 ? nreps : T <= 8192 ? 4 : T <= 16384 ? 3 : T <= 32768 ? 2 : 1;
         NsaTimes best = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30}, tm;
-        double df = 1e30, db = 1e30;
+        double dfs[BENCH_ATTN_MAX_REPS], dbs[BENCH_ATTN_MAX_REPS], nfs[BENCH_ATTN_MAX_REPS], nbs[BENCH_ATTN_MAX_REPS];
+        NSA_ASSERT(reps <= BENCH_ATTN_MAX_REPS);
         for (int r = 0; r < reps; r++) {
-            double t0 = nsa_now();
-            attn_forward(x.o, x.lse, x.q, x.k, x.v, 1, T, s->H, s->G, s->Dh, 0);
-            double t1 = nsa_now();
-            attn_backward(x.dq, x.dk, x.dv, x.dout, x.q, x.k, x.v, x.o, x.lse, x.wd, 1, T, s->H, s->G, s->Dh, 0);
-            double t2 = nsa_now();
-            df = fmin(df, t1 - t0), db = fmin(db, t2 - t1);
-            nsa_forward_timed(&x, &tm);
-            nsa_backward_timed(&x, &tm);
+            if (r % 2 == 0) {
+                dense_forward_timed(&x, &dfs[r]);
+                nsa_forward_timed(&x, &tm);
+                nsa_backward_timed(&x, &tm);
+                dense_backward_timed(&x, &dbs[r]);
+            } else {
+                nsa_forward_timed(&x, &tm);
+                dense_forward_timed(&x, &dfs[r]);
+                dense_backward_timed(&x, &dbs[r]);
+                nsa_backward_timed(&x, &tm);
+            }
+            nfs[r] = tm.nsa_f, nbs[r] = tm.nsa_b;
             if (tm.nsa_f < best.nsa_f)
                 best.cmp_f = tm.cmp_f, best.sel_f = tm.sel_f, best.slc_f = tm.slc_f, best.win_f = tm.win_f,
                 best.nsa_f = tm.nsa_f;
             if (tm.nsa_b < best.nsa_b)
                 best.cmp_b = tm.cmp_b, best.slc_b = tm.slc_b, best.win_b = tm.win_b, best.nsa_b = tm.nsa_b;
         }
+        const AttnPairs pf = bench_attn_pairs(dfs, nfs, reps), pb = bench_attn_pairs(dbs, nbs, reps);
+        const double df = pf.dense_best, db = pb.dense_best;
         const double fd = 4.0 * s->Dh * pairs_dense(s), fs = 4.0 * s->Dh * pairs_slc(s, x.idx);
         const double gdf = fd / df / 1e9, gdb = 2.5 * fd / db / 1e9;
         const double gsf = fs / best.slc_f / 1e9, gsb = 2.5 * fs / best.slc_b / 1e9;
@@ -205,13 +253,18 @@ int bench_attn_run(FILE *out, int max_seq, int nreps) {
         fprintf(out,
                 "%6d | %9.1f %9.1f %6.2f %6.1f | %9.1f %9.1f %6.2f %6.1f | %-13s %-13s | %-22s %-22s | "
                 "%.0f+%.0f+%.0f+%.0f | %.0f+%.0f+%.0f\n",
-                T, df * 1e3, best.nsa_f * 1e3, df / best.nsa_f, paper_fwd[si], db * 1e3, best.nsa_b * 1e3,
-                db / best.nsa_b, paper_bwd[si], c1, c2, c3, c4, best.cmp_f * 1e3, best.sel_f * 1e3,
+                T, df * 1e3, best.nsa_f * 1e3, pf.ratio, paper_fwd[si], db * 1e3, best.nsa_b * 1e3, pb.ratio,
+                paper_bwd[si], c1, c2, c3, c4, best.cmp_f * 1e3, best.sel_f * 1e3,
                 best.slc_f * 1e3, best.win_f * 1e3, best.cmp_b * 1e3, best.slc_b * 1e3, best.win_b * 1e3);
         fprintf(out, "%6s   GFLOP/s: compressed (with selection) fwd %.1f, compressed bwd %.1f, window fwd %.1f bwd %.1f\n",
                 "", 4.0 * s->Dh * pairs_cmp(s, x.Nc) / best.sel_f / 1e9,
                 10.0 * s->Dh * pairs_cmp(s, x.Nc) / best.cmp_b / 1e9,
                 4.0 * s->Dh * pairs_window(s) / best.win_f / 1e9, 10.0 * s->Dh * pairs_window(s) / best.win_b / 1e9);
+        fprintf(out, "%6s   x per run, fwd:", "");
+        for (int r = 0; r < reps; r++) fprintf(out, " %.2f", pf.pair[r]);
+        fprintf(out, " (fastest/fastest %.2f); bwd:", pf.best_ratio);
+        for (int r = 0; r < reps; r++) fprintf(out, " %.2f", pb.pair[r]);
+        fprintf(out, " (fastest/fastest %.2f)\n", pb.best_ratio);
         fflush(out);
         bench_free(&x);
     }
