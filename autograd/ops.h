@@ -35,6 +35,14 @@ Tensor *op_cmp_attn(Graph *g, Tensor *q, Tensor *kc, Tensor *vc, const NsaShape 
 // Selected-block attention through the index; materialise=1 uses the reference path.
 Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
                     int materialise);
+// The selected and window branches at once where one k, v serves both and
+// nsa_slc_head_shared(s): the window's forward also gives each row its attention over the
+// head of its window (attn_window_head_forward), which is the selected branch's over its
+// last two blocks, and the selected forward continues from it (nsa_slc_attn_forward_head)
+// instead of visiting those keys again. The tape and the kept results are the two ops'
+// (op_slc_attn, then op_attention with s->window).
+void op_slc_window_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
+                        Tensor **o_slc, Tensor **o_win);
 // o[b,t,h] = Σ_branch act(z)[branch,h] · o_branch[b,t,h]; z [B*T, 3H] branch-major
 // (kernels/gate.h).
 Tensor *op_gate_combine(Graph *g, Tensor *z, Tensor *oc, Tensor *os, Tensor *ow, int64_t H,

@@ -65,6 +65,15 @@ static void attention_bwd(Graph *g, Node *n) {
                   (int)c->B, (int)c->T, (int)c->H, (int)c->G, (int)c->dh, c->window);
 }
 
+static void attention_record(Graph *g, Tensor *o, Tensor *q, Tensor *k, Tensor *v, AttnCtx *c) {
+    o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
+    if (g->record && o->requires_grad) {
+        Node *n = graph_push(g, c->window > 0 ? "window_attention" : "attention", attention_bwd, o);
+        n->in[0] = q, n->in[1] = k, n->in[2] = v;
+        n->ctx = c;
+    }
+}
+
 Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int64_t B, int64_t T, int64_t H,
                      int64_t G, int64_t dh, int window) {
     graph_set_op(g, window > 0 ? "window_attention" : "attention");
@@ -77,12 +86,7 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int64_t B, int64
                      window);
         keep_put(g, o, c->lse, B * T * H, NULL, 0);
     }
-    o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
-    if (g->record && o->requires_grad) {
-        Node *n = graph_push(g, window > 0 ? "window_attention" : "attention", attention_bwd, o);
-        n->in[0] = q, n->in[1] = k, n->in[2] = v;
-        n->ctx = c;
-    }
+    attention_record(g, o, q, k, v, c);
     return o;
 }
 
@@ -200,6 +204,15 @@ static void slc_attn_bwd(Graph *g, Node *n) {
     }
 }
 
+static void slc_attn_record(Graph *g, Tensor *o, Tensor *q, Tensor *k, Tensor *v, SlcCtx *c) {
+    o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
+    if (g->record && o->requires_grad) {
+        Node *n = graph_push(g, "slc_attention", slc_attn_bwd, o);
+        n->in[0] = q, n->in[1] = k, n->in[2] = v;
+        n->ctx = c;
+    }
+}
+
 Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
                     int materialise) {
     graph_set_op(g, "slc_attention");
@@ -218,13 +231,33 @@ Tensor *op_slc_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *id
         }
         keep_put(g, o, c->lse, nlse, NULL, 0);
     }
-    o->requires_grad = q->requires_grad || k->requires_grad || v->requires_grad;
-    if (g->record && o->requires_grad) {
-        Node *n = graph_push(g, "slc_attention", slc_attn_bwd, o);
-        n->in[0] = q, n->in[1] = k, n->in[2] = v;
-        n->ctx = c;
-    }
+    slc_attn_record(g, o, q, k, v, c);
     return o;
+}
+
+void op_slc_window_attn(Graph *g, Tensor *q, Tensor *k, Tensor *v, const int32_t *idx, const NsaShape *s,
+                        Tensor **o_slc, Tensor **o_win) {
+    NSA_ASSERT(nsa_slc_head_shared(s));
+    graph_set_op(g, "slc_attention");
+    SlcCtx *cs = arena_alloc(g->arena, sizeof *cs);
+    AttnCtx *cw = arena_alloc(g->arena, sizeof *cw);
+    *cs = (SlcCtx){.s = *s, .idx = idx};
+    *cw = (AttnCtx){NULL, s->B, s->T, s->H, s->G, s->Dh, s->window};
+    const int64_t rows = (int64_t)s->B * s->T, cols = (int64_t)s->H * s->Dh, nlse = rows * s->H;
+    // Kept in the order op_slc_attn and op_attention would keep them.
+    const int kept = keep_take(g, rows, cols, nlse, 0, o_slc, &cs->lse, NULL);
+    NSA_ASSERT(keep_take(g, rows, cols, nlse, 0, o_win, &cw->lse, NULL) == kept);
+    if (!kept) {
+        graph_set_op(g, "window_attention");
+        attn_window_head_forward((*o_win)->data, cw->lse, (*o_slc)->data, cs->lse, q->data, k->data, v->data, s->B,
+                                 s->T, s->H, s->G, s->Dh, s->window, s->slc_block);
+        graph_set_op(g, "slc_attention");
+        nsa_slc_attn_forward_head((*o_slc)->data, cs->lse, q->data, k->data, v->data, idx, s);
+        keep_put(g, *o_slc, cs->lse, nlse, NULL, 0);
+        keep_put(g, *o_win, cw->lse, nlse, NULL, 0);
+    }
+    slc_attn_record(g, *o_slc, q, k, v, cs);
+    attention_record(g, *o_win, q, k, v, cw);
 }
 
 // ---------------------------------------------------------------------------- gate

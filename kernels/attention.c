@@ -615,6 +615,52 @@ void attn_forward(float *o, float *lse, const float *q, const float *k, const fl
     }
 }
 
+// The head of row t's window: keys [window_head(t, lp), t], the current block of lp keys
+// and the one before it (from key 0 in the first two blocks).
+static inline int window_head(int t, int lp) { return t / lp >= 1 ? (t / lp - 1) * lp : 0; }
+
+// tile_forward over the rows' ranges in two parts: first each row's keys from its window's
+// head on, which give oh and lsh, then the rest of its range, continuing the same online
+// softmax, which give o and lse.
+KERNEL tile_forward_head(float *restrict o, float *restrict lse, float *restrict oh, float *restrict lsh,
+                         const float *restrict q, const float *restrict k, const float *restrict v, size_t ks,
+                         const AttnTile *tl, int lp, int Dh) {
+    float QT[Dh * L], OT[Dh * L];
+    const float *kp[L], *vp[L];
+    int lo[L], hi[L], s0, nk;
+    FwdState st = {.QT = QT, .OT = OT};
+    AttnTile part = *tl;
+    fwd_init(&st, q, tl, Dh);
+    for (int head = 1; head >= 0; head--) {
+        for (int r = 0; r < tl->n; r++) {
+            const int hs = imin(imax(window_head(tl->t[r], lp), tl->lo[r]), tl->hi[r]);
+            part.lo[r] = head ? hs : tl->lo[r], part.hi[r] = head ? tl->hi[r] : hs;
+        }
+        RangeChunks rc;
+        range_chunks_init(&rc, &part);
+        while (tile_chunk(range_chunks_next, &rc, tl->n, &s0, &nk, lo, hi)) {
+            key_ptrs(kp, k, ks, s0, nk);
+            key_ptrs(vp, v, ks, s0, nk);
+            fwd_chunk(&st, NULL, NULL, NULL, kp, vp, tl->n, s0, nk, lo, hi, Dh);
+        }
+        fwd_finish(head ? oh : o, head ? lsh : lse, &st, tl, Dh);
+    }
+}
+
+void attn_window_head_forward(float *o, float *lse, float *oh, float *lsh, const float *q, const float *k,
+                              const float *v, int B, int T, int H, int G, int Dh, int window, int lp) {
+    NSA_ASSERT(B > 0 && T > 0 && G > 0 && H % G == 0 && Dh > 0 && lp > 0 && 2 * lp <= window);
+    const size_t ks = (size_t)G * Dh;
+    const AttnGrid gr = attn_grid(B, T, H, G);
+    const long tasks = attn_grid_tasks(&gr);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < tasks; task++) {
+        AttnTile tl;
+        size_t kvoff = dense_tile(&tl, task, &gr, Dh, window);
+        DISPATCH_DH(Dh, tile_forward_head(o, lse, oh, lsh, q, k + kvoff, v + kvoff, ks, &tl, lp, Dh_));
+    }
+}
+
 // The dense backward runs one task per (batch, KV group, head chunk): the task walks the key
 // blocks in order and, for each, the query tiles that see it, computing P and dS once for
 // dq, dk and dv (keys_backward_dq). It owns its dq rows outright (every key block adds to

@@ -16,6 +16,14 @@
 // Key s is visible to query t iff s <= t and (window <= 0 || s > t - window).
 void attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
                   int B, int T, int H, int G, int Dh, int window);
+// The sliding-window forward (window > 0) that also gives each row its attention over the
+// head of its window, keys [lp·(⌊t/lp⌋ − 1), t] (from key 0 while ⌊t/lp⌋ <= 1): oh, lsh in the
+// layout of o, lse. NSA's selected branch always holds those keys, blocks ⌊t/l'⌋ − 1 and
+// ⌊t/l'⌋, and continues from them (nsa_slc_attn_forward_head) instead of visiting them again.
+// Each row visits its head first and then the rest of its window, so o and lse equal
+// attn_forward's to rounding (not bit for bit). Needs 2·lp <= window.
+void attn_window_head_forward(float *o, float *lse, float *oh, float *lsh, const float *q, const float *k,
+                              const float *v, int B, int T, int H, int G, int Dh, int window, int lp);
 size_t attn_backward_work_bytes(int B, int T, int H, int G, int Dh);
 // Accumulates (+=) into dq, dk, dv. One task per (batch, KV group[, head chunk]) walks the
 // key blocks in order and the query tiles that see each, computing P and dS once for all

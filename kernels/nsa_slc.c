@@ -91,7 +91,8 @@ static size_t slc_union_ints(const NsaShape *s) {
     return 2 * ((size_t)nsa_n_slc(s) + 1) + (size_t)SLC_POS_MAX * s->slc_topn;
 }
 
-static void slc_union_init(SlcUnion *u, int *csr, const int32_t *idx, int b, int g, int t0, int nt,
+// head: leave out the blocks the window's head holds (j >= ⌊t/l'⌋ − 1).
+static void slc_union_init(SlcUnion *u, int *csr, const int32_t *idx, int b, int g, int t0, int nt, int head,
                            const NsaShape *s) {
     const int n = s->slc_topn, Ns = nsa_n_slc(s);
     int *start = csr, *cur = start + Ns + 1, *pos = cur + Ns + 1;
@@ -102,9 +103,11 @@ static void slc_union_init(SlcUnion *u, int *csr, const int32_t *idx, int b, int
 #define SLC_SEL_FOR(BODY)                                                                        \
     for (int i = 0; i < nt; i++) {                                                               \
         const int32_t *sel = idx + (((size_t)b * s->T + t0 + i) * s->G + g) * n;                  \
+        const int jend = head ? (t0 + i) / s->slc_block - 1 : s->T;                              \
         for (int a = 0; a < n; a++) {                                                            \
             const int j = sel[a];                                                                \
-            if (j < 0 || j * s->slc_block > t0 + i || (a > 0 && sel[a - 1] == j)) continue;      \
+            if (j < 0 || j * s->slc_block > t0 + i || j >= jend || (a > 0 && sel[a - 1] == j))   \
+                continue;                                                                        \
             BODY;                                                                                \
         }                                                                                        \
     }
@@ -212,9 +215,11 @@ static void slc_row_ptrs(const float **p, const float *x, size_t row0, int H, in
     for (int r = 0; r < n; r++) p[r] = x + (row0 + (size_t)((r0 + r) / hb) * H + (r0 + r) % hb) * Dh;
 }
 
+// head: o and lse hold, for each row, attention over its window's head, the state the row
+// starts from (m = lse, l = 1, O = o; a row with lse = -inf starts empty).
 static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, const float *q, const float *k,
                              const float *v, const int32_t *idx, int b, int g, int t0, int nt, int h0, int hb,
-                             const NsaShape *s) {
+                             int head, const NsaShape *s) {
     const int Dh = s->Dh, rows = nt * hb;
     const size_t ks = (size_t)s->G * Dh, kvoff = ((size_t)b * s->T * s->G + g) * Dh;
     const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
@@ -227,8 +232,16 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
         slc_row_ptrs(ptr, q, row0, s->H, hb, r0, n, Dh);
         DISPATCH_DH(Dh, rows_scaled(Qs + (size_t)r0 * Dh, ptr, n, Dh_, scale));
     }
-    for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
-    memset(Os, 0, (size_t)rows * Dh * sizeof(float));
+    if (head) {
+        for (int r = 0; r < rows; r++) {
+            const size_t at = row0 + (size_t)(r / hb) * s->H + r % hb;
+            m[r] = lse[at], l[r] = lse[at] == -INFINITY ? 0.0f : 1.0f;
+            memcpy(Os + (size_t)r * Dh, o + at * Dh, (size_t)Dh * sizeof(float));
+        }
+    } else {
+        for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
+        memset(Os, 0, (size_t)rows * Dh * sizeof(float));
+    }
     memset(ST, 0, sizeof ST);
     const float *kb = k + kvoff, *vb = v + kvoff;
     // The union's blocks, ascending; per chunk of a block's keys (up to its last chooser's
@@ -237,7 +250,7 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
     SlcUnion u;
     const int *pos;
     int np, j;
-    slc_union_init(&u, csr, idx, b, g, t0, nt, s);
+    slc_union_init(&u, csr, idx, b, g, t0, nt, head, s);
     while ((j = slc_union_next(&u, &pos, &np)) >= 0) {
         const int blo = j * s->slc_block, kend = nsa_imin(nsa_imin(blo + s->slc_block, s->T), t0 + pos[np - 1] + 1);
         for (int s0 = blo; s0 < kend; s0 += ATTN_L) {
@@ -268,8 +281,8 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
     }
 }
 
-void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
-                          const int32_t *idx, const NsaShape *s) {
+static void slc_forward(float *o, float *lse, const float *q, const float *k, const float *v, const int32_t *idx,
+                        int head, const NsaShape *s) {
     const SlcGrid gr = slc_grid(s);
     const long tasks = (long)s->B * s->G * gr.nhc * gr.nqp;
     const size_t tf = (size_t)gr.qp * gr.hb * s->Dh;
@@ -281,10 +294,23 @@ void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, 
         for (long task = 0; task < tasks; task++) {
             int b, g, t0, nt, h0, hb;
             slc_task(&b, &g, &t0, &nt, &h0, &hb, task, &gr, s);
-            slc_tile_forward(scratch, csr, o, lse, q, k, v, idx, b, g, t0, nt, h0, hb, s);
+            slc_tile_forward(scratch, csr, o, lse, q, k, v, idx, b, g, t0, nt, h0, hb, head, s);
         }
         free(scratch), free(csr);
     }
+}
+
+void nsa_slc_attn_forward(float *o, float *lse, const float *q, const float *k, const float *v,
+                          const int32_t *idx, const NsaShape *s) {
+    slc_forward(o, lse, q, k, v, idx, 0, s);
+}
+
+int nsa_slc_head_shared(const NsaShape *s) { return s->slc_topn >= 3 && 2 * s->slc_block <= s->window; }
+
+void nsa_slc_attn_forward_head(float *o, float *lse, const float *q, const float *k, const float *v,
+                               const int32_t *idx, const NsaShape *s) {
+    NSA_ASSERT(nsa_slc_head_shared(s));
+    slc_forward(o, lse, q, k, v, idx, 1, s);
 }
 
 // Backward, one pass: a task per (batch, KV head[, head chunk], attn_bwd_split) walks the

@@ -7,6 +7,7 @@
 #include "autograd/ops.h"
 #include "kernels/common.h"
 #include "kernels/gate.h"
+#include "kernels/nsa_slc.h"
 #include "kernels/rng.h"
 #include "kernels/rope.h"
 
@@ -211,8 +212,13 @@ static Tensor *nsa_attention(Graph *g, const LayerArgs *a, Tensor *xn, Tensor *q
     int32_t *idx;
     Tensor *o_cmp = op_cmp_attn(g, q, kc, vc, &s, &idx);
     if (a->sel) *a->sel = idx;
-    Tensor *o_slc = op_slc_attn(g, q, k[1], v[1], idx, &s, a->materialise);
-    Tensor *o_win = op_attention(g, q, k[2], v[2], B, T, H, G, dh, (int)c->window);
+    Tensor *o_slc, *o_win;
+    if (k[1] == k[2] && v[1] == v[2] && !a->materialise && nsa_slc_head_shared(&s)) {
+        op_slc_window_attn(g, q, k[1], v[1], idx, &s, &o_slc, &o_win);
+    } else {
+        o_slc = op_slc_attn(g, q, k[1], v[1], idx, &s, a->materialise);
+        o_win = op_attention(g, q, k[2], v[2], B, T, H, G, dh, (int)c->window);
+    }
     Tensor *z = op_linear(g, op_silu(g, op_linear(g, xn, L->fc1_w, L->fc1_b)), L->fc2_w, L->fc2_b);
     if (a->gate) {
         *a->gate = arena_alloc(g->arena, (size_t)z->size * sizeof(float));

@@ -2,10 +2,13 @@
 // the materialising reference (kernels/nsa_ref.c) and both against a naive double loop;
 // the index path's workspace does not grow with l' or Dh.
 #include <criterion/criterion.h>
+#include <omp.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "kernels/attention.h"
 #include "kernels/common.h"
 #include "kernels/cpu.h"
 #include "kernels/nsa.h"
@@ -155,4 +158,111 @@ Test(nsa_slc, backward_work_does_not_materialise) {
     NsaShape s3 = s;  // B*G = 16: no head chunks, no partials
     s3.B = 8;
     cr_expect(nsa_slc_attn_backward_work_bytes(&s3) <= 8 * index, "%zu B", nsa_slc_attn_backward_work_bytes(&s3));
+}
+
+// The model's path where one k, v serves the selected and window branches and
+// nsa_slc_head_shared holds: attn_window_head_forward gives each row the window's output
+// and its attention over the window's head (blocks ⌊t/l'⌋ − 1 and ⌊t/l'⌋), and
+// nsa_slc_attn_forward_head continues from that head. The head against a double loop over
+// its keys; the window and selected outputs against attn_forward and nsa_slc_attn_forward
+// (float32 both, keys in another order: 2e-6, observed <= 1.3e-6 at 8k) and against double
+// loops; and the same bits with 1 and 2 threads and on every path.
+static void check_head_case(NsaShape s, uint64_t seed) {
+    const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, n = s.slc_topn, rep = H / G, lp = s.slc_block;
+    cr_assert(nsa_slc_head_shared(&s));
+    Rng r;
+    rng_seed(&r, seed);
+    size_t nq = (size_t)B * T * H * Dh, nk = (size_t)B * T * G * Dh, nl = (size_t)B * T * H;
+    float *q = kref_randn(&r, nq, 1.5f), *k = kref_randn(&r, nk, 1.0f), *v = kref_randn(&r, nk, 1.0f);
+    int32_t *idx = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t));
+    const int Nc = nsa_n_cmp(&s);
+    float *kc = kref_zeros((size_t)B * Nc * G * Dh), *vc = kref_zeros((size_t)B * Nc * G * Dh);
+    float *oc = kref_zeros(nq), *lc = kref_zeros(nl);
+    void *sw = nsa_malloc(nsa_select_work_bytes(&s));
+    nsa_cmp_mean_forward(kc, k, &s);
+    nsa_cmp_mean_forward(vc, v, &s);
+    nsa_cmp_attn_forward(oc, lc, q, kc, vc, &s);
+    nsa_select(idx, q, kc, lc, sw, &s);
+    // The separate kernels.
+    float *ow0 = kref_zeros(nq), *lw0 = kref_zeros(nl), *os0 = kref_zeros(nq), *ls0 = kref_zeros(nl);
+    attn_forward(ow0, lw0, q, k, v, B, T, H, G, Dh, s.window);
+    nsa_slc_attn_forward(os0, ls0, q, k, v, idx, &s);
+    // threads, path: as test_nsa.c's runs
+    const int runs[4][2] = {{1, ATTN_PATH_AUTO}, {2, ATTN_PATH_AUTO}, {1, ATTN_PATH_REF}, {1, ATTN_PATH_AVX2}};
+    enum { OW, LW, OH, LH, OS, LS, NOUT };
+    const size_t sizes[NOUT] = {nq, nl, nq, nl, nq, nl};
+    float *out[4][NOUT];
+    for (int run = 0; run < 4; run++) {
+        omp_set_num_threads(runs[run][0]);
+        nsa_cpu.attn_path = attn_path_supported(runs[run][1]) ? runs[run][1] : ATTN_PATH_REF;
+        float **x = out[run];
+        for (int a = 0; a < NOUT; a++) x[a] = kref_zeros(sizes[a]);
+        attn_window_head_forward(x[OW], x[LW], x[OS], x[LS], q, k, v, B, T, H, G, Dh, s.window, lp);
+        memcpy(x[OH], x[OS], nq * sizeof(float));
+        memcpy(x[LH], x[LS], nl * sizeof(float));
+        nsa_slc_attn_forward_head(x[OS], x[LS], q, k, v, idx, &s);
+    }
+    nsa_cpu.attn_path = ATTN_PATH_AUTO;
+    omp_set_num_threads(2);
+    for (int run = 1; run < 4; run++)
+        for (int a = 0; a < NOUT; a++)
+            cr_expect(memcmp(out[0][a], out[run][a], sizes[a] * sizeof(float)) == 0, "output %d differs in run %d", a,
+                      run);
+    float **x = out[0];
+    const double fw[4] = {kref_rel_err_ff(x[OW], ow0, nq), kref_rel_err_ff(x[LW], lw0, nl),
+                          kref_rel_err_ff(x[OS], os0, nq), kref_rel_err_ff(x[LS], ls0, nl)};
+    cr_expect(fw[0] <= 2e-6 && fw[1] <= 2e-6, "window vs attn_forward: o %g lse %g", fw[0], fw[1]);
+    cr_expect(fw[2] <= 2e-6 && fw[3] <= 2e-6, "selected vs nsa_slc_attn_forward: o %g lse %g", fw[2], fw[3]);
+    // Double loops: the head's keys [l'(⌊t/l'⌋ − 1), t], the selected blocks' and the window's.
+    double *ro[3], *rl[3];
+    for (int c = 0; c < 3; c++) ro[c] = kref_dzeros(nq), rl[c] = kref_dzeros(nl);
+    int *keys = nsa_malloc(((size_t)n * lp + s.window + T) * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                const int g = h / rep, jt = t / lp;
+                const int32_t *sel = idx + (((size_t)b * T + t) * G + g) * n;
+                size_t qi = ((size_t)b * T + t) * H + h, kvo = ((size_t)b * T * G + g) * Dh;
+                for (int c = 0; c < 3; c++) {
+                    int nkeys = 0;
+                    if (c == 0)
+                        for (int p = jt >= 1 ? (jt - 1) * lp : 0; p <= t; p++) keys[nkeys++] = p;
+                    if (c == 1)
+                        for (int i = 0; i < n; i++)
+                            for (int p = sel[i] * lp; sel[i] >= 0 && p < (sel[i] + 1) * lp && p <= t; p++)
+                                keys[nkeys++] = p;
+                    if (c == 2)
+                        for (int p = t - s.window + 1 > 0 ? t - s.window + 1 : 0; p <= t; p++) keys[nkeys++] = p;
+                    kref_attention_row(ro[c] + qi * Dh, rl[c] + qi, NULL, NULL, NULL, q + qi * Dh, NULL, k + kvo,
+                                       v + kvo, keys, nkeys, G, Dh);
+                }
+            }
+    const double e[6] = {kref_rel_err(x[OH], ro[0], nq), kref_rel_err(x[LH], rl[0], nl),
+                         kref_rel_err(x[OS], ro[1], nq), kref_rel_err(x[LS], rl[1], nl),
+                         kref_rel_err(x[OW], ro[2], nq), kref_rel_err(x[LW], rl[2], nl)};
+    cr_log_info("head T%d l'%d n%d w%d: vs separate kernels window %.1e selected %.1e | vs double head %.1e "
+                "selected %.1e window %.1e", T, lp, n, s.window, fw[0], fw[2], e[0], e[2], e[4]);
+    for (int c = 0; c < 3; c++)
+        cr_expect(e[2 * c] <= FWD_TOL && e[2 * c + 1] <= FWD_TOL, "%s vs double: o %g lse %g",
+                  c == 0 ? "head" : c == 1 ? "selected" : "window", e[2 * c], e[2 * c + 1]);
+    for (int run = 0; run < 4; run++)
+        for (int a = 0; a < NOUT; a++) free(out[run][a]);
+    for (int c = 0; c < 3; c++) free(ro[c]), free(rl[c]);
+    free(q), free(k), free(v), free(idx), free(kc), free(vc), free(oc), free(lc), free(sw);
+    free(ow0), free(lw0), free(os0), free(ls0), free(keys);
+}
+
+Test(nsa_slc, window_head_continues_to_the_same_attention) {
+    NsaShape s = kref_nsa_shape(2, 160, 4, 2, 32, 16, 8, 16, 5);  // window 32 = 2 l'
+    check_head_case(s, 61);
+    s = kref_nsa_shape(1, 300, 2, 2, 16, 16, 8, 32, 3);  // r = 1: 64-position tiles over blocks of 32
+    s.window = 100;
+    check_head_case(s, 62);
+    s = kref_nsa_shape(1, 400, 8, 2, 32, 32, 16, 64, 6);  // `small`'s shape: l' 64, n 6, w 128
+    s.window = 128;
+    check_head_case(s, 63);
+    s = kref_nsa_shape(1, 90, 10, 2, 5, 16, 8, 16, 4);  // r = 5, odd head size
+    check_head_case(s, 64);
+    s = kref_nsa_shape(1, 1, 2, 1, 16, 16, 8, 16, 3);  // T = 1
+    check_head_case(s, 65);
 }
