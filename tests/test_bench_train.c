@@ -38,16 +38,31 @@ Test(bench_train, flops_split_nsa_counted_key_by_key) {
     cr_expect_float_eq(bench_train_flops_per_token(&c), lin + att, 1e-9 * (lin + att));
     // Every key s <= t of every position, counted one by one: compressed block i (keys
     // [i d, i d + l)) once it is complete, a token of the n latest selection blocks (the
-    // count assumes a query selects n whole blocks, its own partly), a token of the window.
+    // count assumes a query selects n whole blocks, its own partly), a token of the window;
+    // 12 Dh FLOPs each, but 8 Dh for a selected token in the last two blocks (the window's
+    // head, whose forward the window computes for both: tiny's n = 4 >= 3, 2 l' <= w).
     const int T = (int)c.seq_len, l = (int)c.cmp_block, d = (int)c.cmp_stride, lp = (int)c.slc_block;
     const int n = (int)c.slc_topn, w = (int)c.window, Nc = T >= l ? (T - l) / d + 1 : 0;
+    cr_assert(n >= 3 && 2 * lp <= w && c.kv == KV_SHARED);
+    double units = 0;
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < Nc; i++) units += 12 * (i * d + l - 1 <= t);
+        for (int s = 0; s <= t; s++)
+            units += (s / lp > t / lp - n) * (s / lp >= t / lp - 1 ? 8 : 12) + 12 * (s > t - w);
+    }
+    units *= (double)c.n_layers * (double)c.n_heads / T;
+    cr_expect_float_eq(att, (double)c.head_dim * units, 1e-9 * att);
+    // kv=separate: the branches have their own keys, every pair 12 Dh.
+    const Config cs = tiny("kv=separate");
+    double lin2, att2;
+    bench_train_flops_split(&cs, &lin2, &att2);
     double pairs = 0;
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < Nc; i++) pairs += i * d + l - 1 <= t;
         for (int s = 0; s <= t; s++) pairs += (s / lp > t / lp - n) + (s > t - w);
     }
     pairs *= (double)c.n_layers * (double)c.n_heads / T;
-    cr_expect_float_eq(att, 12.0 * (double)c.head_dim * pairs, 1e-9 * att);
+    cr_expect_float_eq(att2, 12.0 * (double)c.head_dim * pairs, 1e-9 * att2);
 }
 
 Test(bench_train, breakdown_classes_and_rest) {

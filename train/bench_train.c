@@ -12,15 +12,19 @@
 #include "train/profile.h"
 #include "train/trainer.h"
 
-// (query head, key) pairs one position scores in one layer, averaged over the window.
-static double pairs_per_token(const Config *c, int nsa) {
+// (query head, key) pairs one position scores in one layer, averaged over the window; *head:
+// of those, the selected branch's keys in the window's head where the window's forward
+// computes them for both branches (forward once, backward twice).
+static double pairs_per_token(const Config *c, int nsa, double *head) {
     const int64_t T = c->seq_len, l = c->cmp_block, d = c->cmp_stride, lp = c->slc_block, n = c->slc_topn;
     const NsaShape s = {.B = 1, .T = (int)T, .H = (int)c->n_heads, .G = (int)c->n_kv_heads, .Dh = (int)c->head_dim,
                         .cmp_block = (int)l, .cmp_stride = (int)d, .slc_block = (int)lp, .slc_topn = (int)n,
                         .window = (int)c->window};
     const int Nc = nsa_n_cmp(&s);
-    double sum = 0;
+    const int shared = nsa && c->kv == KV_SHARED && nsa_slc_head_shared(&s);
+    double sum = 0, hsum = 0;
     for (int64_t t = 0; t < T; t++) {
+        if (shared) hsum += (double)(t - (t / lp >= 1 ? (t / lp - 1) * lp : 0) + 1);
         if (!nsa) {
             sum += (double)(t + 1);
             continue;
@@ -30,6 +34,7 @@ static double pairs_per_token(const Config *c, int nsa) {
         const int64_t win = t + 1 < c->window ? t + 1 : c->window;
         sum += (double)nsa_cmp_visible(&s, Nc, (int)t) + (double)slc + (double)win;
     }
+    *head = hsum / (double)T * (double)c->n_heads;
     return sum / (double)T * (double)c->n_heads;
 }
 
@@ -48,10 +53,13 @@ void bench_train_flops_split(const Config *c, double *linear, double *attn) {
         flops += 6.0 * (double)p->t.size * (cmp ? G * Nc / T : 1.0);
     }
     model_free(&m);
-    double pairs = 0;
-    for (int64_t layer = 0; layer < c->n_layers; layer++)
-        pairs += pairs_per_token(c, config_layer_is_nsa(c, (int)layer));
-    *linear = flops, *attn = 12.0 * (double)c->head_dim * pairs;
+    double pairs = 0, head = 0;
+    for (int64_t layer = 0; layer < c->n_layers; layer++) {
+        double h;
+        pairs += pairs_per_token(c, config_layer_is_nsa(c, (int)layer), &h);
+        head += h;
+    }
+    *linear = flops, *attn = (double)c->head_dim * (12.0 * pairs - 4.0 * head);
 }
 
 double bench_train_flops_per_token(const Config *c) {

@@ -17,7 +17,9 @@
 // block and KV group (G·Nc/T times per token) rather than once per token, plus 12·Dh per
 // (query head, key) pair that attention scores (4·Dh forward for QKᵀ and PV, 8·Dh backward),
 // averaged over the positions of a window: the causal prefix for dense layers; compressed
-// blocks, selected tokens and the window for NSA layers.
+// blocks, selected tokens and the window for NSA layers. Where the selected branch continues
+// from the window's head (op_slc_window_attn), the head's keys count 4·Dh forward once, for
+// the window: that forward computes them for both.
 double bench_train_flops_per_token(const Config *c);
 // The same two parts apart: *linear (6 per parameter use) and *attn (12·Dh per pair).
 void bench_train_flops_split(const Config *c, double *linear, double *attn);
