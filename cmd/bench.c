@@ -32,11 +32,12 @@ static const char usage[] =
     "  times and GFLOP/s the fastest run's.\n"
     "  train: optimiser steps of a named config (default small; --steps per mode, default 6,\n"
     "  the first left out), checkpoint=none and =layer alternating in pairs: tokens/s,\n"
-    "  achieved GFLOP/s (6 per parameter use + 12*Dh per attention pair) against an sgemm\n"
-    "  measured right after each none step, the step-time ratio of gradient checkpointing\n"
-    "  (median of the pairs), and where the checkpoint=none steps went (linear ops,\n"
-    "  attention ops, other ops, the rest; sampled every ms) with the linear and attention\n"
-    "  ops' GFLOP/s. Needs the config's data file (scripts/get-corpus.sh).\n"
+    "  achieved GFLOP/s (6 per parameter use + 12*Dh per attention pair, 8*Dh for a selected\n"
+    "  key in the window's head) against an sgemm measured right after each none step, the\n"
+    "  step-time ratio of gradient checkpointing (median of the pairs), and where the\n"
+    "  checkpoint=none steps went (linear ops, attention ops, other ops, the rest; sampled\n"
+    "  every ms) with the linear and attention ops' GFLOP/s. Needs the config's data file\n"
+    "  (scripts/get-corpus.sh).\n"
     "  Peak memory of gradient checkpointing at seq_len 2048: scripts/bench-ckpt.sh (make bench).\n";
 
 enum { O_HELP = 1, O_WHAT, O_MAX_SEQ, O_CONFIG, O_STEPS, O_REPS };

@@ -226,7 +226,8 @@ int bench_train_run(FILE *out, const char *config, int steps) {
             "training %s: batch %lld x seq_len %lld x grad_accum %lld = %.0f tokens/step, %d steps per mode "
             "(the first of each untimed; the modes alternate in one trainer, paired ABBA), %d threads, %s attention "
             "kernels\n"
-            "FLOPs per token %.1f M (6 per parameter use + 12*Dh per attention pair)\n",
+            "FLOPs per token %.1f M (6 per parameter use + 12*Dh per attention pair, 8*Dh for a selected key "
+            "the window's head gave)\n",
             config, (long long)c.batch_size, (long long)c.seq_len, (long long)c.grad_accum, tokens, steps, threads,
             attn_path_name(), fpt / 1e6);
     fflush(out);

@@ -21,7 +21,8 @@
 // from the window's head (op_slc_window_attn), the head's keys count 4·Dh forward once, for
 // the window: that forward computes them for both.
 double bench_train_flops_per_token(const Config *c);
-// The same two parts apart: *linear (6 per parameter use) and *attn (12·Dh per pair).
+// The same two parts apart: *linear (6 per parameter use) and *attn (12·Dh per pair, 8·Dh
+// for a selected key in the window's head).
 void bench_train_flops_split(const Config *c, double *linear, double *attn);
 
 // Where a step's time goes, from the sampling profile (train/profile.h) of the timed steps:
