@@ -43,6 +43,19 @@ static void random_idx(int32_t *idx, Rng *r, const NsaShape *s) {
     free(perm);
 }
 
+// The selection cmp_fn=mean would produce: nsa_select over mean-pooled keys.
+static void select_from_mean(int32_t *idx, const float *q, const float *k, const float *v, const NsaShape *s) {
+    const int Nc = nsa_n_cmp(s);
+    const size_t nc = (size_t)s->B * Nc * s->G * s->Dh, nq = (size_t)s->B * s->T * s->H * s->Dh;
+    float *kc = kref_zeros(nc), *vc = kref_zeros(nc), *oc = kref_zeros(nq), *lc = kref_zeros(nq / s->Dh);
+    void *sw = nsa_malloc(nsa_select_work_bytes(s));
+    nsa_cmp_mean_forward(kc, k, s);
+    nsa_cmp_mean_forward(vc, v, s);
+    nsa_cmp_attn_forward(oc, lc, q, kc, vc, s);
+    nsa_select(idx, q, kc, lc, sw, s);
+    free(kc), free(vc), free(oc), free(lc), free(sw);
+}
+
 static void check_slc_case(NsaShape s, uint64_t seed, int use_select) {
     const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, n = s.slc_topn, rep = H / G;
     Rng r;
@@ -51,16 +64,8 @@ static void check_slc_case(NsaShape s, uint64_t seed, int use_select) {
     float *q = kref_randn(&r, nq, 1.0f), *k = kref_randn(&r, nk, 1.0f), *v = kref_randn(&r, nk, 1.0f);
     float *dout = kref_randn(&r, nq, 1.0f);
     int32_t *idx = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t));
-    if (use_select) {  // selection from mean-pooled keys, as cmp_fn=mean would produce
-        int Nc = nsa_n_cmp(&s);
-        float *kc = kref_zeros((size_t)B * Nc * G * Dh), *vc = kref_zeros((size_t)B * Nc * G * Dh);
-        float *oc = kref_zeros(nq), *lc = kref_zeros(nl);
-        void *sw = nsa_malloc(nsa_select_work_bytes(&s));
-        nsa_cmp_mean_forward(kc, k, &s);
-        nsa_cmp_mean_forward(vc, v, &s);
-        nsa_cmp_attn_forward(oc, lc, q, kc, vc, &s);
-        nsa_select(idx, q, kc, lc, sw, &s);
-        free(kc), free(vc), free(oc), free(lc), free(sw);
+    if (use_select) {
+        select_from_mean(idx, q, k, v, &s);
     } else {
         random_idx(idx, &r, &s);
     }
@@ -175,14 +180,7 @@ static void check_head_case(NsaShape s, uint64_t seed) {
     size_t nq = (size_t)B * T * H * Dh, nk = (size_t)B * T * G * Dh, nl = (size_t)B * T * H;
     float *q = kref_randn(&r, nq, 1.5f), *k = kref_randn(&r, nk, 1.0f), *v = kref_randn(&r, nk, 1.0f);
     int32_t *idx = nsa_malloc((size_t)B * T * G * n * sizeof(int32_t));
-    const int Nc = nsa_n_cmp(&s);
-    float *kc = kref_zeros((size_t)B * Nc * G * Dh), *vc = kref_zeros((size_t)B * Nc * G * Dh);
-    float *oc = kref_zeros(nq), *lc = kref_zeros(nl);
-    void *sw = nsa_malloc(nsa_select_work_bytes(&s));
-    nsa_cmp_mean_forward(kc, k, &s);
-    nsa_cmp_mean_forward(vc, v, &s);
-    nsa_cmp_attn_forward(oc, lc, q, kc, vc, &s);
-    nsa_select(idx, q, kc, lc, sw, &s);
+    select_from_mean(idx, q, k, v, &s);
     // The separate kernels.
     float *ow0 = kref_zeros(nq), *lw0 = kref_zeros(nl), *os0 = kref_zeros(nq), *ls0 = kref_zeros(nl);
     attn_forward(ow0, lw0, q, k, v, B, T, H, G, Dh, s.window);
@@ -248,7 +246,7 @@ static void check_head_case(NsaShape s, uint64_t seed) {
     for (int run = 0; run < 4; run++)
         for (int a = 0; a < NOUT; a++) free(out[run][a]);
     for (int c = 0; c < 3; c++) free(ro[c]), free(rl[c]);
-    free(q), free(k), free(v), free(idx), free(kc), free(vc), free(oc), free(lc), free(sw);
+    free(q), free(k), free(v), free(idx);
     free(ow0), free(lw0), free(os0), free(ls0), free(keys);
 }
 
