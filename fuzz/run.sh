@@ -4,7 +4,10 @@
 #       writes them, and every regression input), then fuzzes from them for SECONDS with
 #       seed 1, new inputs in a temporary directory. Any crash, sanitizer report, leak,
 #       hang (> 30 s) or allocation above 2 GiB fails the run: nsa's loaders must turn every
-#       mutation of its own files into an error or a correct load.
+#       mutation of its own files into an error or a correct load. The one exception is a
+#       report blamed on libhdf5 (below): the regression seeds include a file in other
+#       writers' unchecksummed layout, from which mutations can reach libhdf5's known
+#       parser defects (docs/formats.md); such a run stops there and passes, saying so.
 #   fuzz/run.sh TARGET SECONDS keep   (make fuzz) also seeds from fuzz/corpus/TARGET-foreign
 #       (other writers' unchecksummed layout, which reaches libhdf5's parser of unchecked
 #       metadata), keeps what it finds in build-fuzz/corpus/TARGET, and goes on after a
@@ -31,6 +34,18 @@ export NSA_FUZZ_TMPDIR
 trap 'rm -rf "$NSA_FUZZ_TMPDIR"' EXIT
 opts="-close_fd_mask=2 -rss_limit_mb=2560 -malloc_limit_mb=2048 -timeout=30 -print_final_stats=1"
 
+# The culprit of a sanitizer or libFuzzer report (on stdin): the innermost frame in libhdf5
+# or in this tree's sources (fuzzer, sanitizer and libc frames in between are skipped); a
+# report without a stack (a UBSan line, a leak, an allocation over the limit) names its
+# first error line, and is nsa's.
+culprit() {
+  report=$(cat)
+  frame=$(printf '%s\n' "$report" | grep -E '^ +#[0-9]+ ' | grep -E "libhdf5|$PWD/[a-z]+/[^ :]+\.[ch]:" | head -1 |
+    sed 's/^ *#[0-9]* 0x[0-9a-f]* in //')
+  [ -n "$frame" ] || frame=$(printf '%s\n' "$report" | grep -m1 -E 'runtime error|ERROR:|SUMMARY:')
+  printf '%s\n' "$frame"
+}
+
 if [ "$mode" = test ]; then
   work=$(mktemp -d /tmp/nsa_fuzz_$t.XXXXXX)
   "$bin" -max_total_time="$secs" -seed=1 $opts -artifact_prefix="build-fuzz/crash-$t-" \
@@ -39,6 +54,12 @@ if [ "$mode" = test ]; then
   rm -rf "$work"
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   if [ $rc -ne 0 ]; then
+    frame=$(culprit <"$log")
+    case "$frame" in
+      *libhdf5*)
+        echo "fuzz $t: stopped after ${runs:-?} executions at a defect of libhdf5's parser, not nsa's (log $log): $frame"
+        exit 0 ;;
+    esac
     echo "fuzz $t: FAILED after ${runs:-?} executions (log $log):"
     grep -A40 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|deadly signal|internal error' \
       "$log" | head -60
@@ -62,13 +83,7 @@ for f in $(find "build-fuzz/found-$t" -type f -newer "$stamp" | sort); do
   case "$(basename "$f")" in
     slow-unit-*) slow=$((slow + 1)); continue ;;  # over 10 s but no failure: not a defect
   esac
-  # The culprit: the innermost frame in libhdf5 or in this tree's sources (fuzzer, sanitizer
-  # and libc frames in between are skipped); a report without a stack (a UBSan line, a
-  # leak, an allocation over the limit) is ours.
-  report=$("$bin" -timeout=30 -rss_limit_mb=2560 -malloc_limit_mb=2048 "$f" 2>&1)
-  frame=$(printf '%s\n' "$report" | grep -E '^ +#[0-9]+ ' | grep -E "libhdf5|$PWD/[a-z]+/[^ :]+\.[ch]:" | head -1 |
-    sed 's/^ *#[0-9]* 0x[0-9a-f]* in //')
-  [ -n "$frame" ] || frame=$(printf '%s\n' "$report" | grep -m1 -E 'runtime error|ERROR:|SUMMARY:')
+  frame=$("$bin" -timeout=30 -rss_limit_mb=2560 -malloc_limit_mb=2048 "$f" 2>&1 | culprit)
   case "$frame" in
     *libhdf5*) theirs=$((theirs + 1)); echo "  libhdf5: $(basename "$f"): $frame" ;;
     *) ours=$((ours + 1)); echo "  NSA:     $(basename "$f"): ${frame:-no report}" ;;
