@@ -15,7 +15,7 @@ BUILD ?= build
 # the sub-make then shares): the sanitizer builds of the attention kernels take minutes per
 # file, and CI (`.ci/run`, plain `make test`) must finish within 20 minutes on 2 cores.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
-SUBMAKE = $(MAKE) --no-print-directory $(if $(findstring -j,$(MAKEFLAGS)),,-j$(JOBS))
+SUBMAKE = $(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(JOBS))
 CC ?= cc
 OPT ?= -O3 -march=native
 SAN ?=

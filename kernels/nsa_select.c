@@ -86,6 +86,17 @@ static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const N
 }
 
 #if LANES_HAVE_512 || LANES_HAVE_256
+// Runs `call` with k the literal value of K (1..16), so that the level scans unroll their
+// levels into registers (see topn_scan16).
+#define TOPN_K_CASE(n, call) case n: { const int k = n; call; break; }
+#define TOPN_FOR_K(K, call)                                                                      \
+    switch (K) {                                                                                 \
+        TOPN_K_CASE(1, call) TOPN_K_CASE(2, call) TOPN_K_CASE(3, call) TOPN_K_CASE(4, call)      \
+        TOPN_K_CASE(5, call) TOPN_K_CASE(6, call) TOPN_K_CASE(7, call) TOPN_K_CASE(8, call)      \
+        TOPN_K_CASE(9, call) TOPN_K_CASE(10, call) TOPN_K_CASE(11, call) TOPN_K_CASE(12, call)   \
+        TOPN_K_CASE(13, call) TOPN_K_CASE(14, call) TOPN_K_CASE(15, call) TOPN_K_CASE(16, call)  \
+    }
+
 // After the level lists of positions i0 .. i0 + nl - 1 (a position's first kk levels, ids
 // in idv): each position's count of real entries (an id of -1 ends its list).
 static void levels_counts(int32_t (*idv)[16], int i0, int nl, const int *nc, const int *kk, int *nb) {
@@ -154,12 +165,7 @@ static void topn_levels16(const float *ps, int np, int i0, const int *nc, const 
     __m512i id[16];
     for (int a = 0; a < K; a++) e[a] = _mm512_set1_ps(-INFINITY), id[a] = _mm512_set1_epi32(-1);
     const __m512i ncv = _mm512_maskz_loadu_epi32(lanes, nc + i0);  // 0 candidates past np
-    switch (K) {
-#define SCAN(k) case k: topn_scan16(ps, np, i0, lanes, ncv, jm, k, e, id); break;
-    SCAN(1) SCAN(2) SCAN(3) SCAN(4) SCAN(5) SCAN(6) SCAN(7) SCAN(8)
-    SCAN(9) SCAN(10) SCAN(11) SCAN(12) SCAN(13) SCAN(14) SCAN(15) SCAN(16)
-#undef SCAN
-    }
+    TOPN_FOR_K(K, topn_scan16(ps, np, i0, lanes, ncv, jm, k, e, id));
     for (int a = 0; a < K; a++) {
         _Alignas(64) int32_t v[16];
         _mm512_store_si512(v, id[a]);
@@ -214,12 +220,7 @@ static void topn_levels8(const float *ps, int np, int i0, const int *nc, const i
     for (int a = 0; a < K; a++) e[a] = _mm256_set1_ps(-INFINITY), id[a] = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     const __m256i ncv = _mm256_loadu_si256((const __m256i *)ncl);
     const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(nl), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    switch (K) {
-#define SCAN(k) case k: topn_scan8(ps, np, i0, nl, lanes, ncv, jm, k, e, id); break;
-    SCAN(1) SCAN(2) SCAN(3) SCAN(4) SCAN(5) SCAN(6) SCAN(7) SCAN(8)
-    SCAN(9) SCAN(10) SCAN(11) SCAN(12) SCAN(13) SCAN(14) SCAN(15) SCAN(16)
-#undef SCAN
-    }
+    TOPN_FOR_K(K, topn_scan8(ps, np, i0, nl, lanes, ncv, jm, k, e, id));
     for (int a = 0; a < K; a++) {
         int32_t v[8];
         _mm256_storeu_si256((__m256i *)v, _mm256_castps_si256(id[a]));
