@@ -134,7 +134,7 @@ $(BUILD)/make_corpus: $(BUILD)/fuzz/make_corpus.o $(BUILD)/libnsa.a
 
 fuzz-corpus: deps
 	@$(SUBMAKE) $(BUILD)/make_corpus
-	rm -rf fuzz/corpus
+	rm -rf fuzz/corpus/config $(foreach t,checkpoint dataset q4k,fuzz/corpus/$(t) fuzz/corpus/$(t)-foreign)
 	mkdir -p fuzz/corpus/config $(foreach t,checkpoint dataset q4k,fuzz/corpus/$(t) fuzz/corpus/$(t)-foreign)
 	cp data/configs/*.cfg fuzz/corpus/config/
 	$(BUILD)/make_corpus fuzz/corpus
