@@ -152,6 +152,57 @@ static inline __attribute__((always_inline)) void topn_scan16(const float *ps, i
     }
 }
 
+// The scan's second phase, from block j0 on: each lane's list in a vector of its own
+// (entries down the lanes, sorted as the levels were), entered only by the lanes whose
+// candidate passes. Once the 16 lists are full, a block rarely beats a given lane's last
+// entry (about K / j of the time for scores in random order), but often beats some lane's,
+// and the level update then costs ~5K operations for all 16 lanes. An entry here costs ~12
+// for its lane: its place is the count of the list's entries >= x (the list is sorted, so
+// they are a prefix: ties keep the earlier id ahead), the entries from there on move down a
+// lane and x takes the place. The lists are the same, entry for entry: what a lane's list
+// becomes depends only on its own candidates in order.
+static inline __attribute__((always_inline)) void topn_lists16(const float *ps, int np, int i0, __mmask16 lanes,
+                                                               __m512i ncv, int j0, int jm, int K, __m512 *e,
+                                                               __m512i *id) {
+    __m512 L[16], I[16];  // lane l's list: scores L[l], ids I[l] (bit patterns), K entries used
+    for (int a = 0; a < 16; a++)
+        L[a] = a < K ? e[a] : _mm512_set1_ps(-INFINITY),
+        I[a] = _mm512_castsi512_ps(a < K ? id[a] : _mm512_set1_epi32(-1));
+    tr16x16(L), tr16x16(I);
+    __m512 thr = e[K - 1];  // each lane's last entry
+    const __m512i last = _mm512_set1_epi32(K - 1);
+    const __mmask16 used = (__mmask16)((1u << K) - 1);
+    for (int j = j0; j < jm; j++) {
+        const __m512 xr = _mm512_maskz_loadu_ps(lanes, ps + (size_t)j * np + i0);
+        __mmask16 enter = _mm512_cmpgt_epi32_mask(ncv, _mm512_set1_epi32(j)) &
+                          _mm512_cmp_ps_mask(xr, _mm512_setzero_ps(), _CMP_GE_OQ) &
+                          _mm512_cmp_ps_mask(xr, thr, _CMP_GT_OQ);
+        if (!enter) continue;
+        _Alignas(64) float xs[16];
+        _mm512_store_ps(xs, xr);
+        const __m512 jv = _mm512_castsi512_ps(_mm512_set1_epi32(j));
+        while (enter) {
+            const int l = __builtin_ctz(enter);
+            enter &= (__mmask16)(enter - 1);
+            const __m512 x = _mm512_set1_ps(xs[l]);
+            const __mmask16 keep = _mm512_mask_cmp_ps_mask(used, L[l], x, _CMP_GE_OQ), at = (__mmask16)(keep + 1);
+            const __m512 ls = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(L[l]), _mm512_castps_si512(L[l]), 15));
+            const __m512 is = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(I[l]), _mm512_castps_si512(I[l]), 15));
+            L[l] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(ls, keep, L[l]), at, x);
+            I[l] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(is, keep, I[l]), at, jv);
+            thr = _mm512_mask_permutexvar_ps(thr, (__mmask16)(1u << l), last, L[l]);
+        }
+    }
+    tr16x16(I);
+    for (int a = 0; a < K; a++) id[a] = _mm512_castps_si512(I[a]);
+}
+
+// The block from which topn_levels16 keeps a list per lane instead of levels: with 16 lanes
+// each entering about K / j of the time, the level update (~5K operations for all lanes) and
+// the lanes' own entries (~12 each, ~16K / j a block) cost the same near j = 4K.
+int nsa_topn_lists_from = -1;
+static int topn_lists_from(int K) { return nsa_topn_lists_from >= 0 ? nsa_topn_lists_from : 4 * K; }
+
 // See topn_scan16.
 static void topn_levels16(const float *ps, int np, int i0, const int *nc, const int *kk, int32_t (*idv)[16],
                           int *nb) {
@@ -165,7 +216,9 @@ static void topn_levels16(const float *ps, int np, int i0, const int *nc, const 
     __m512i id[16];
     for (int a = 0; a < K; a++) e[a] = _mm512_set1_ps(-INFINITY), id[a] = _mm512_set1_epi32(-1);
     const __m512i ncv = _mm512_maskz_loadu_epi32(lanes, nc + i0);  // 0 candidates past np
-    TOPN_FOR_K(K, topn_scan16(ps, np, i0, lanes, ncv, jm, k, e, id));
+    const int j0 = nsa_imin(jm, topn_lists_from(K));
+    TOPN_FOR_K(K, topn_scan16(ps, np, i0, lanes, ncv, j0, k, e, id));
+    if (j0 < jm) topn_lists16(ps, np, i0, lanes, ncv, j0, jm, K, e, id);
     for (int a = 0; a < K; a++) {
         _Alignas(64) int32_t v[16];
         _mm512_store_si512(v, id[a]);

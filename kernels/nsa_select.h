@@ -40,4 +40,10 @@ size_t nsa_cmp_select_work_bytes(const NsaShape *s);
 void nsa_cmp_attn_select_forward(float *o, float *lse, int32_t *idx, const float *q,
                                  const float *kc, const float *vc, void *work, const NsaShape *s);
 
+// The block from which the AVX-512 top-n keeps one list per position instead of its level
+// vectors (nsa_select.c, topn_lists16); -1 (the default) lets it choose (4 x the list
+// length). Both ways give the same ids; the tests set 0 and INT_MAX to hold each to the
+// portable scan.
+extern int nsa_topn_lists_from;
+
 #endif

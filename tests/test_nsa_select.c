@@ -2,6 +2,7 @@
 // double-precision selection that follows DESIGN.md's Eq. 9-10 literally, forced blocks
 // and the tie rule.
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,11 +190,14 @@ Test(nsa_select, forced_and_ties) {
 // Case 2 adds what a best list must do with ties once it is full: keys 0.. score 0 (ties),
 // the last compressed keys score higher, so later blocks beat the tied ones already listed
 // and must push out the highest id among them (a list that put a later tie before an
-// earlier one would drop the lowest instead).
+// earlier one would drop the lowest instead). Case 3 has random scores and up to 75
+// candidates, so the AVX-512 top-n switches from its level vectors to per-position lists
+// in the middle of the scan; each case also runs with the lists from the first block.
 Test(nsa_select, fused_ties_match_separate) {
-    NsaShape shapes[3] = {kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), kref_nsa_shape(2, 300, 4, 4, 16, 16, 8, 16, 5),
-                          kref_nsa_shape(1, 2048, 8, 2, 32, 32, 16, 64, 16)};
-    for (int c = 0; c < 3; c++) {
+    NsaShape shapes[4] = {kref_nsa_shape(1, 700, 8, 2, 32, 32, 16, 64, 6), kref_nsa_shape(2, 300, 4, 4, 16, 16, 8, 16, 5),
+                          kref_nsa_shape(1, 2048, 8, 2, 32, 32, 16, 64, 16),
+                          kref_nsa_shape(1, 1200, 4, 2, 16, 16, 8, 16, 16)};
+    for (int c = 0; c < 4; c++) {
         NsaShape s = shapes[c];
         const int B = s.B, T = s.T, H = s.H, G = s.G, Dh = s.Dh, n = s.slc_topn, Nc = nsa_n_cmp(&s);
         Rng r;
@@ -209,17 +213,23 @@ Test(nsa_select, fused_ties_match_separate) {
             for (int i = 0; i < Nc; i++)
                 for (int e = 0; e < G * Dh; e++) kc[(size_t)i * G * Dh + e] = i >= Nc - 64 ? 0.05f : 0.0f;
         }
+        if (c == 3)  // random scores, up to 75 candidates: the AVX-512 top-n switches mid-scan
+            for (size_t i = 0; i < nq; i++) q[i] = (float)rng_normal(&r);
         // On every kernel path the machine has: the AVX-512 and AVX2 top-n keep their level
-        // lists in vectors, the portable one in arrays.
-        const AttnPath paths[3] = {ATTN_PATH_AVX512, ATTN_PATH_AVX2, ATTN_PATH_REF};
-        for (int p = 0; p < 3; p++) {
+        // lists in vectors, the portable one in arrays; the AVX-512 one also with its
+        // per-position lists from the first block (0) and never (INT_MAX).
+        const AttnPath paths[5] = {ATTN_PATH_AVX512, ATTN_PATH_AVX512, ATTN_PATH_AVX512, ATTN_PATH_AVX2, ATTN_PATH_REF};
+        const int lists_from[5] = {-1, 0, INT_MAX, -1, -1};
+        for (int p = 0; p < 5; p++) {
             if (!attn_path_supported(paths[p])) continue;
             nsa_cpu.attn_path = paths[p];
+            nsa_topn_lists_from = lists_from[p];
             nsa_cmp_attn_forward(o, lse, q, kc, vc, &s);
             nsa_select(idx, q, kc, lse, w, &s);
             nsa_cmp_attn_select_forward(o2, lse2, idx2, q, kc, vc, w2, &s);
             cr_expect(memcmp(idx, idx2, (size_t)B * T * G * n * sizeof(int32_t)) == 0,
-                      "shape %d, %s path: fused idx differs", c, attn_path_name());
+                      "shape %d, %s path (lists from %d): fused idx differs", c, attn_path_name(), lists_from[p]);
+            if (c == 3) continue;  // no ties
             // The tie rule, spelled out at the last position: forced 0, jt-1, jt, then 1, 2, ...
             // Case 2 at position 1100 (jt = 17): forced 0, 16, 17; block 15 straddles a higher
             // key and enters last, pushing the highest of the tied 1 .. 14 out: 1 .. 12 stay.
@@ -235,6 +245,7 @@ Test(nsa_select, fused_ties_match_separate) {
             }
         }
         nsa_cpu.attn_path = ATTN_PATH_AUTO;
+        nsa_topn_lists_from = -1;
         free(q), free(kc), free(vc), free(o), free(lse), free(o2), free(lse2), free(idx), free(idx2), free(w), free(w2);
     }
 }
