@@ -85,6 +85,8 @@ static void select_topn(int32_t *out, float *ps_, size_t sstride, int t, const N
 #undef ps
 }
 
+int nsa_topn_lists_from = -1;  // on every build, so that the tests link where AVX-512 is not compiled
+
 #if LANES_HAVE_512 || LANES_HAVE_256
 // Runs `call` with k the literal value of K (1..16), so that the level scans unroll their
 // levels into registers (see topn_scan16).
@@ -200,7 +202,6 @@ static inline __attribute__((always_inline)) void topn_lists16(const float *ps, 
 // The block from which topn_levels16 keeps a list per lane instead of levels: with 16 lanes
 // each entering about K / j of the time, the level update (~5K operations for all lanes) and
 // the lanes' own entries (~12 each, ~16K / j a block) cost the same near j = 4K.
-int nsa_topn_lists_from = -1;
 static int topn_lists_from(int K) { return nsa_topn_lists_from >= 0 ? nsa_topn_lists_from : 4 * K; }
 
 // See topn_scan16.

@@ -22,8 +22,7 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // choosing differently, ~13x the selected tokens). A row's arithmetic (blocks ascending,
 // keys in chunks of <= 64 from the block start) does not depend on which rows share its
 // batch or tile.
-// Bigger tiles share each block among more rows (the block's keys are transposed once per
-// tile) and read K and V fewer times: at 64k a 256-position tile's union is nearly every
+// Bigger tiles share each block among more rows and read K and V fewer times: at 64k a 256-position tile's union is nearly every
 // block, so each tile streamed all of K and V. Measured with the same bits, forward: 256
 // positions 1.3x faster than 64 at 32k (1 thread), 1024 positions 1.25x faster than 256 at
 // 64k and 1.2x at 32k (2 threads), the same at 8k (row groups then; with batches, 128 to
@@ -127,16 +126,21 @@ static int slc_union_next(SlcUnion *u, const int **pos, int *np) {
     return j;
 }
 
-// A batch of the rows that chose a block: keys are the lanes. The chunk's keys, transposed
-// once per block into KT [Dh][64], meet each row's scaled q in place (lanes_dot: scores
-// S[x][j], row-major); S is transposed into ST[j][x] (16 x 16 register blocks) so that the
-// online-softmax step runs with rows as lanes, exactly as the dense kernel's; and each row's
-// output accumulator, a plain row of the tile, gains Σ_j p[x][j] v_j with V's rows read in
-// place and each p broadcast (rows_axpy_t, Dh in the vectors). Nothing of a row is gathered or scattered and no
-// lane is padding in the products. (Rows as lanes throughout, the earlier design, gathered
-// each group's q and state into [Dh][32] and scattered the state back: ~8 % of the selected
-// forward at 8k, ~20 % more with the groups' empty lanes at 64k.) A row's arithmetic is the
-// same chain of fmaf in the same order as there, so the bits are the same.
+// A batch of the rows that chose a block: the batch's rows are the lanes of the scores.
+// Their scaled q rows are transposed into QT [Dh][64] (16 x 16 register blocks), and the
+// chunk's key rows, read in place and broadcast, give ST[j][x] = q_x·k_j (lanes_dot, eight
+// keys per pass sharing each QT vector, as the dense kernel's); the online-softmax step
+// runs on ST with rows as lanes, exactly as the dense kernel's; and each row's output
+// accumulator, a plain row of the tile, gains Σ_j p[j][x] v_j with V's rows read in place
+// and each p broadcast (rows_axpy_t, Dh in the vectors). Only q is transposed; the output
+// state is neither gathered nor scattered, and no lane is padding in the products but the
+// last 16-lane vector of a short batch. (Rows as lanes throughout, the first design,
+// gathered each group's q and state into [Dh][32] and scattered the state back: ~8 % of the
+// selected forward at 8k, ~20 % more with the groups' empty lanes at 64k. The keys as
+// lanes, the second, transposed each block's keys once per tile and each batch's scores
+// S[x][j] into ST: the selected forward is 0.95x that design's time at 8k and 32k, 0.95-1.0x
+// at 64k, Zen 4, 2 threads, session 16.) A row's arithmetic is the same chain of fmaf in
+// the same order in all three, so the bits are the same.
 // Rows per batch: whole passes of lanes_dot (6 rows) and rows_axpy (Dh = 32: 12). Measured
 // at 8k (2 threads, Zen 5): 32 rows 1.07x and 64 rows 1.03x slower than 48.
 #define SLC_BATCH 48
@@ -175,24 +179,24 @@ KERNEL batch_softmax(float *restrict ST, float *restrict mv, float *restrict lv,
 }
 
 // One batch of nb <= SLC_BATCH rows (tile rows rr[x] at positions t[x], ascending) over the
-// chunk [s0, s0 + nk) whose keys KT holds ([Dh][64], transposed, zero past the chunk) and
-// whose values are vs (rows at stride ks): the rows' scaled q (Qs) and output (Os) are plain
-// rows of Dh floats, m and l per tile row. ST is [64][64] scratch, every lane defined.
+// chunk [s0, s0 + nk) whose key rows are kp[0 .. nk) and whose values are vs (rows at stride
+// ks): the rows' scaled q (Qs) and output (Os) are plain rows of Dh floats, m and l per tile
+// row. QT ([Dh][64]) and ST ([64][64]) are scratch whose lanes hold finite values.
 KERNEL batch_forward(float *restrict Os, float *restrict m, float *restrict l, const float *restrict Qs,
-                     const float *restrict KT, const float *restrict vs, size_t ks, float *restrict ST,
-                     const int *rr, const int *t, int nb, int s0, int nk, int Dh) {
-    float S[SLC_BATCH * ATTN_L], mv[ATTN_L], lv[ATTN_L], corr[ATTN_L];
-    const float *qp[SLC_BATCH], *sp[SLC_BATCH];
+                     const float *const *kp, const float *restrict vs, size_t ks, float *restrict QT,
+                     float *restrict ST, const int *rr, const int *t, int nb, int s0, int nk, int Dh) {
+    float mv[ATTN_L], lv[ATTN_L], corr[ATTN_L];
+    const float *qp[SLC_BATCH];
     float *op[SLC_BATCH];
     int tv[ATTN_L];
-    const int nv = (nk + 15) / 16, V = (nb + 15) / 16 * 16, tmin = t[0];  // positions ascend
+    const int V = (nb + 15) / 16 * 16, tmin = t[0];  // positions ascend
     for (int x = 0; x < nb; x++) {
-        qp[x] = Qs + (size_t)rr[x] * Dh, op[x] = Os + (size_t)rr[x] * Dh, sp[x] = S + x * ATTN_L;
+        qp[x] = Qs + (size_t)rr[x] * Dh, op[x] = Os + (size_t)rr[x] * Dh;
         mv[x] = m[rr[x]], lv[x] = l[rr[x]], tv[x] = t[x];
     }
     for (int x = nb; x < V; x++) mv[x] = -INFINITY, lv[x] = 0.0f, tv[x] = -1;
-    lanes_dot_part(S, KT, qp, nb, Dh, 0, nv);          // S[x][j] = q_x·k_j / sqrt(Dh)
-    cols_from_rows(ST, ATTN_L, sp, nb, 16 * nv, 1.0f);  // ST[j][x] = S[x][j]
+    cols_from_rows(QT, ATTN_L, qp, nb, Dh, 1.0f);       // QT[e][x] = q_x[e] / sqrt(Dh)
+    lanes_dot_part(ST, QT, kp, nk, Dh, 0, V / 16);      // ST[j][x] = q_x·k_j / sqrt(Dh)
     switch (V) {
     case 16: batch_softmax(ST, mv, lv, corr, tv, s0, nk, tmin, 16); break;
     case 32: batch_softmax(ST, mv, lv, corr, tv, s0, nk, tmin, 32); break;
@@ -225,7 +229,7 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
     const size_t row0 = ((size_t)b * s->T + t0) * s->H + g * (s->H / s->G) + h0;
     const float scale = 1.0f / sqrtf((float)Dh);
     float *Qs = scratch, *Os = Qs + (size_t)rows * Dh, m[rows], l[rows];
-    float KT[Dh * ATTN_L], ST[ATTN_L * ATTN_L];
+    float QT[Dh * ATTN_L], ST[ATTN_L * ATTN_L];
     const float *ptr[ATTN_L];
     for (int r0 = 0; r0 < rows; r0 += ATTN_L) {  // q, scaled, into the tile's rows
         const int n = nsa_imin(ATTN_L, rows - r0);
@@ -242,10 +246,10 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
         for (int r = 0; r < rows; r++) m[r] = -INFINITY, l[r] = 0.0f;
         memset(Os, 0, (size_t)rows * Dh * sizeof(float));
     }
-    memset(ST, 0, sizeof ST);
+    memset(ST, 0, sizeof ST), memset(QT, 0, sizeof QT);
     const float *kb = k + kvoff, *vb = v + kvoff;
     // The union's blocks, ascending; per chunk of a block's keys (up to its last chooser's
-    // position) the keys transposed once, then its choosers in batches of <= SLC_BATCH rows,
+    // position) its choosers in batches of <= SLC_BATCH rows,
     // r = i * hb + h for position t0 + i and head h0 + h.
     SlcUnion u;
     const int *pos;
@@ -257,7 +261,6 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
             const int nkc = nsa_imin(ATTN_L, kend - s0);
             const float *kp[ATTN_L];
             for (int c = 0; c < nkc; c++) kp[c] = kb + (size_t)(s0 + c) * ks;
-            DISPATCH_DH(Dh, lanes_transpose(KT, kp, nkc, Dh_, 1.0f));
             int rr[SLC_BATCH], tt[SLC_BATCH], nr = 0;
             for (int pi = 0; pi < np; pi++)
                 for (int h = 0; h < hb; h++) {
@@ -265,8 +268,8 @@ static void slc_tile_forward(float *scratch, int *csr, float *o, float *lse, con
                     if (++nr < SLC_BATCH && (pi < np - 1 || h < hb - 1)) continue;
                     const int nk = nsa_imin(nkc, tt[nr - 1] + 1 - s0);  // keys up to the batch's last position
                     if (nk > 0)
-                        DISPATCH_DH(Dh, batch_forward(Os, m, l, Qs, KT, vb + (size_t)s0 * ks, ks, ST, rr, tt, nr, s0,
-                                                      nk, Dh_));
+                        DISPATCH_DH(Dh, batch_forward(Os, m, l, Qs, kp, vb + (size_t)s0 * ks, ks, QT, ST, rr, tt, nr,
+                                                      s0, nk, Dh_));
                     nr = 0;
                 }
         }
