@@ -267,6 +267,14 @@ int bench_attn_run(FILE *out, int max_seq, int nreps) {
                 "", 4.0 * s->Dh * pairs_cmp(s, x.Nc) / best.sel_f / 1e9,
                 10.0 * s->Dh * pairs_cmp(s, x.Nc) / best.cmp_b / 1e9,
                 4.0 * s->Dh * pairs_window(s) / best.win_f / 1e9, 10.0 * s->Dh * pairs_window(s) / best.win_b / 1e9);
+        // What the ratio would be if every NSA kernel ran at the dense kernel's speed per key
+        // and the selection cost nothing: the keys each side visits (the backward's selected
+        // branch visits the window's head itself).
+        const double kf = pairs_cmp(s, x.Nc) + pairs_slc(s, x.idx, 1) + pairs_window(s);
+        const double kb = pairs_cmp(s, x.Nc) + pairs_slc(s, x.idx, 0) + pairs_window(s);
+        const double bf = pairs_dense(s) / kf, bb = pairs_dense(s) / kb;
+        fprintf(out, "%6s   keys visited, dense / NSA (the ratio at the dense kernel's speed per key, selection free): "
+                "fwd %.2f (x is %.0f%% of it), bwd %.2f (%.0f%%)\n", "", bf, pct(pf.ratio, bf), bb, pct(pb.ratio, bb));
         fprintf(out, "%6s   x per run, fwd:", "");
         for (int r = 0; r < reps; r++) fprintf(out, " %.2f", pf.pair[r]);
         fprintf(out, " (fastest/fastest %.2f); bwd:", pf.best_ratio);
