@@ -22,8 +22,8 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // choosing differently, ~13x the selected tokens). A row's arithmetic (blocks ascending,
 // keys in chunks of <= 64 from the block start) does not depend on which rows share its
 // batch or tile.
-// Bigger tiles share each block among more rows and read K and V fewer times: at 64k a 256-position tile's union is nearly every
-// block, so each tile streamed all of K and V. Measured with the same bits, forward: 256
+// Bigger tiles share each block among more rows and read K and V fewer times: at 64k a
+// 256-position tile's union is nearly every block, so each tile streamed all of K and V. Measured with the same bits, forward: 256
 // positions 1.3x faster than 64 at 32k (1 thread), 1024 positions 1.25x faster than 256 at
 // 64k and 1.2x at 32k (2 threads), the same at 8k (row groups then; with batches, 128 to
 // 2048 positions measure within 3 % of each other at 8k, and 1024 is 1.06x faster than 256
@@ -141,8 +141,10 @@ static int slc_union_next(SlcUnion *u, const int **pos, int *np) {
 // S[x][j] into ST: the selected forward is 0.95x that design's time at 8k and 32k, 0.95-1.0x
 // at 64k, Zen 4, 2 threads, session 16.) A row's arithmetic is the same chain of fmaf in
 // the same order in all three, so the bits are the same.
-// Rows per batch: whole passes of lanes_dot (6 rows) and rows_axpy (Dh = 32: 12). Measured
-// at 8k (2 threads, Zen 5): 32 rows 1.07x and 64 rows 1.03x slower than 48.
+// Rows per batch: three vectors of lanes (lanes_dot then takes eight keys a pass) and whole
+// passes of rows_axpy (Dh = 32: 12 rows). Measured with this design at 16k and 32k (2
+// threads, Zen 4): 64 rows 1.02-1.03x and 32 rows 1.25x slower than 48 (with the keys as
+// lanes at 8k, Zen 5: 64 rows 1.03x, 32 rows 1.07x).
 #define SLC_BATCH 48
 _Static_assert(SLC_BATCH <= ATTN_L, "a batch's rows are the lanes of ST");
 
