@@ -94,9 +94,10 @@ void attn_tile_forward(float *o, float *lse, const float *q, const float *k, con
 // the keys are compressed blocks): window j holds the keys a·j − (bq − 1) + m + nn, m < a,
 // nn < bq, a key counted once per (m, nn) that reaches it. A chunk of keys [k0, k0 + nk)
 // touches windows attn_pool_first .. + attn_pool_count - 1 (at most attn_pool_max of them);
-// attn_pool_chunk writes, for each, part[jj][r] = the sum of p[k - k0][r] over the window's
-// (m, nn) in that order, keys outside the chunk skipped; p is [nk][ATTN_ROWS], part
-// [count][ATTN_ROWS].
+// attn_pool_chunk writes, for each, part[jj][r] = the window's keys inside the chunk in
+// ascending order, each weighted by the number of (m, nn) that reach it (attn_pool_weight:
+// 1, 2, 2, 2, 1 for a = 4, bq = 2), summed as acc = fmaf(weight, p[k - k0][r], acc) from
+// +0; p is [nk][ATTN_ROWS], part [count][ATTN_ROWS].
 typedef struct {
     int a, bq;
 } AttnPool;
@@ -105,6 +106,11 @@ static inline int attn_pool_count(const AttnPool *p, int k0, int nk) {
     return (k0 + nk + p->bq - 2) / p->a - k0 / p->a + 1;
 }
 static inline int attn_pool_max(const AttnPool *p) { return (ATTN_KEYS + p->bq - 2) / p->a + 2; }
+// How many (m, nn), m < a, nn < bq, have m + nn = c (0 <= c < a + bq - 1).
+static inline int attn_pool_weight(int a, int bq, int c) {
+    const int hi = c < a - 1 ? c : a - 1, lo = c - (bq - 1) > 0 ? c - (bq - 1) : 0;
+    return hi - lo + 1;
+}
 void attn_pool_chunk(float *part, const float *p, int k0, int nk, const AttnPool *pool);
 // attn_tile_forward over the rows' own ranges (next = NULL above), which must start at key 0,
 // also pooling what the selection needs. For each chunk c of keys [64c, 64c + 64) visited:

@@ -9,9 +9,10 @@
 // The order of the sums, which every selection here shares (so the fused forward, this
 // reference twin and decoding pick the same blocks bit for bit): per query row, the
 // compressed blocks of each chunk of 64 are pooled into the selection blocks they overlap
-// (Eq. 9's (m, nn) order) as exp(score − base) with the chunk's running-maximum base; each
-// pool is scaled by exp(base − lse) and the chunks touching a block added in order (fmaf);
-// then the group's heads are added in head order (Eq. 10).
+// as exp(score − base) with the chunk's running-maximum base (each distinct compressed
+// block of a window once, ascending, weighted by the number of Eq. 9's (m, nn) that reach
+// it, fmaf from +0); each pool is scaled by exp(base − lse) and the chunks touching a block
+// added in order (fmaf); then the group's heads are added in head order (Eq. 10).
 size_t nsa_select_work_bytes(const NsaShape *s);
 void nsa_select(int32_t *idx, const float *q, const float *kc, const float *lse, void *work,
                 const NsaShape *s);

@@ -291,12 +291,16 @@ Test(nsa_select, pool_matches_recomputed) {
                 for (int jj = 0; jj < nj; jj++) {
                     const size_t at = ((size_t)ch * jb + jj) * L + i;
                     bad += memcmp(&part[at], &part2[at], sizeof(float)) != 0;
-                    float want = 0.0f;  // Eq. 9 over this chunk's keys, (m, nn) in order
-                    for (int mm = 0; mm < pool.a; mm++)
-                        for (int nn = 0; nn < pool.bq; nn++) {
-                            const int key = pool.a * (j0 + jj) - (pool.bq - 1) + mm + nn;
-                            if (key >= c0 && key < c0 + kn) want += P[(key - c0) * L + i];
-                        }
+                    // Eq. 9 over this chunk's keys: each key of the window once, ascending, times
+                    // the number of (m, nn) that reach it, counted here by walking them
+                    float want = 0.0f;
+                    for (int cc = 0; cc < pool.a + pool.bq - 1; cc++) {
+                        const int key = pool.a * (j0 + jj) - (pool.bq - 1) + cc;
+                        int reach = 0;
+                        for (int mm = 0; mm < pool.a; mm++)
+                            for (int nn = 0; nn < pool.bq; nn++) reach += mm + nn == cc;
+                        if (key >= c0 && key < c0 + kn) want = fmaf((float)reach, P[(key - c0) * L + i], want);
+                    }
                     badpool += memcmp(&want, &part2[at], sizeof(float)) != 0;
                 }
             }
