@@ -132,10 +132,12 @@ fuzz: fuzz-build
 $(BUILD)/make_corpus: $(BUILD)/fuzz/make_corpus.o $(BUILD)/libnsa.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The seed folders make_corpus writes; fuzz/corpus/*-regress/ are kept by hand and left alone.
+FUZZ_CORPUS_DIRS := fuzz/corpus/config $(foreach t,checkpoint dataset q4k,fuzz/corpus/$(t) fuzz/corpus/$(t)-foreign)
 fuzz-corpus: deps
 	@$(SUBMAKE) $(BUILD)/make_corpus
-	rm -rf fuzz/corpus/config $(foreach t,checkpoint dataset q4k,fuzz/corpus/$(t) fuzz/corpus/$(t)-foreign)
-	mkdir -p fuzz/corpus/config $(foreach t,checkpoint dataset q4k,fuzz/corpus/$(t) fuzz/corpus/$(t)-foreign)
+	rm -rf $(FUZZ_CORPUS_DIRS)
+	mkdir -p $(FUZZ_CORPUS_DIRS)
 	cp data/configs/*.cfg fuzz/corpus/config/
 	$(BUILD)/make_corpus fuzz/corpus
 

@@ -10,8 +10,8 @@
 #       there and passes, saying so.
 #   fuzz/run.sh TARGET SECONDS keep   (make fuzz) also seeds from fuzz/corpus/TARGET-foreign
 #       (other writers' unchecksummed layout, which reaches libhdf5's parser of unchecked
-#       metadata) and TARGET-regress, keeps what it finds in build-fuzz/corpus/TARGET, and goes on after a
-#       crash (-fork=1 -ignore_*); at the end every reproducer (build-fuzz/crash-*,
+#       metadata) and TARGET-regress, keeps what it finds in build-fuzz/corpus/TARGET, and
+#       goes on after a crash (-fork=1 -ignore_*); at the end every reproducer (build-fuzz/crash-*,
 #       timeout-*, oom-*) is replayed and blamed on the first frame of its stack that is
 #       not the fuzzer's or libc's: libhdf5 (its bug: listed) or nsa (fails the run).
 # nsa's own error lines (most inputs are bad files) go nowhere (-close_fd_mask=2); libFuzzer

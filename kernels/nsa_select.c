@@ -154,6 +154,12 @@ static inline __attribute__((always_inline)) void topn_scan16(const float *ps, i
     }
 }
 
+// Lane i + 1 gets lane i (lane 0 gets lane 15): a list's entries moved down one place.
+static inline __attribute__((always_inline)) __m512 lanes_down1(__m512 v) {
+    const __m512i x = _mm512_castps_si512(v);
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(x, x, 15));
+}
+
 // The scan's second phase, from block j0 on: each lane's list in a vector of its own
 // (entries down the lanes, sorted as the levels were), entered only by the lanes whose
 // candidate passes. Once the 16 lists are full, a block rarely beats a given lane's last
@@ -188,10 +194,8 @@ static inline __attribute__((always_inline)) void topn_lists16(const float *ps, 
             enter &= (__mmask16)(enter - 1);
             const __m512 x = _mm512_set1_ps(xs[l]);
             const __mmask16 keep = _mm512_mask_cmp_ps_mask(used, L[l], x, _CMP_GE_OQ), at = (__mmask16)(keep + 1);
-            const __m512 ls = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(L[l]), _mm512_castps_si512(L[l]), 15));
-            const __m512 is = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(I[l]), _mm512_castps_si512(I[l]), 15));
-            L[l] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(ls, keep, L[l]), at, x);
-            I[l] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(is, keep, I[l]), at, jv);
+            L[l] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(lanes_down1(L[l]), keep, L[l]), at, x);
+            I[l] = _mm512_mask_mov_ps(_mm512_mask_mov_ps(lanes_down1(I[l]), keep, I[l]), at, jv);
             thr = _mm512_mask_permutexvar_ps(thr, (__mmask16)(1u << l), last, L[l]);
         }
     }

@@ -23,11 +23,11 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // keys in chunks of <= 64 from the block start) does not depend on which rows share its
 // batch or tile.
 // Bigger tiles share each block among more rows and read K and V fewer times: at 64k a
-// 256-position tile's union is nearly every block, so each tile streamed all of K and V. Measured with the same bits, forward: 256
-// positions 1.3x faster than 64 at 32k (1 thread), 1024 positions 1.25x faster than 256 at
-// 64k and 1.2x at 32k (2 threads), the same at 8k (row groups then; with batches, 128 to
-// 2048 positions measure within 3 % of each other at 8k, and 1024 is 1.06x faster than 256
-// at 32k).
+// 256-position tile's union is nearly every block, so each tile streamed all of K and V.
+// Measured with the same bits, forward: 256 positions 1.3x faster than 64 at 32k (1
+// thread), 1024 positions 1.25x faster than 256 at 64k and 1.2x at 32k (2 threads), the
+// same at 8k (row groups then; with batches, 128 to 2048 positions measure within 3 % of
+// each other at 8k, and 1024 is 1.06x faster than 256 at 32k).
 #define SLC_POS 1024  // positions per tile (fewer when the group has many heads)
 #define SLC_ROWS 4096 // rows per tile: SLC_POS x heads, capped
 // The tile keeps its rows' scaled q and output in a per-thread scratch buffer (two arrays
