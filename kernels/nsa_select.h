@@ -26,10 +26,10 @@ size_t nsa_select_rows_floats(const NsaShape *s);
 void nsa_select_rows(int32_t *out, const float *q, const float *kc, const float *lse, int b, int Tq, int i0, int nt,
                      int p0, int g, float *scratch, const NsaShape *s);
 
-// ps[i] += Σ_h ph[i·hb + h] for positions i < qb, heads in order: the head sum (Eq. 10) of
-// every selection here, through the kernel path in use (AVX-512 or AVX2 for hb = 4, qb = 16,
-// the portable loop otherwise). Exposed for the test that holds the paths together.
-void nsa_select_add_heads(float *ps, const float *ph, int hb, int qb);
+// ps[i] += Σ_h ph[h·nt + i] for positions i < nt, heads in order: the head sum (Eq. 10) of
+// every selection here, whose query tiles are head-major. Exposed for the test that holds
+// its order of additions.
+void nsa_select_add_heads(float *ps, const float *ph, int hb, int nt);
 
 // The compressed branch's forward with the selection in the same pass: per query tile, the
 // online softmax over the visible compressed blocks (o, lse bit-identical to
