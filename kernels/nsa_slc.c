@@ -34,14 +34,16 @@ static inline size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // of SLC_TILE_FLOATS floats, 1 MiB), so rows shrink as Dh grows (512 at Dh = 256).
 #define SLC_TILE_FLOATS 131072
 // With many blocks a tile's choosers spread thin: at 64k (1024 blocks, n = 16) a
-// 1024-position tile gives a block ~13 positions (52 of `small`'s rows), so where a block
-// would get fewer than SLC_POS_PER_BLOCK positions on average the tile (and its caps)
-// doubles, where the L2 cache holds at least SLC_WIDE_L2 bytes (or its size is unknown).
-// Measured (2 threads, same bits) with batches at 64k: Zen 5 (1 MiB L2, AVX-512) 1.05-1.09x
-// faster than 1024 positions throughout and 1.03-1.06x faster than 2048 throughout; Zen 3
-// (512 KiB L2, AVX2) 1.02-1.35x slower than 1024 positions in five interleaved runs (the
-// tile's q and output rows, 2 MiB doubled, are read in the choosers' order).
-#define SLC_POS_PER_BLOCK 24
+// 1024-position tile gives a block ~13 positions (52 of `small`'s rows), at 32k ~26, so
+// where a block would get fewer than SLC_POS_PER_BLOCK positions on average the tile (and
+// its caps) doubles, where the L2 cache holds at least SLC_WIDE_L2 bytes (or its size is
+// unknown). Measured (2 threads, same bits) with batches, 2048 positions against 1024:
+// Zen 5 (1 MiB L2, AVX-512) 1.05-1.09x faster at 64k; Zen 4 (1 MiB L2; session 17,
+// interleaved in one process) 0.94x the time at 64k, 0.98x at 32k (median of six pairs),
+// 1.01x at 16k and 8k, and 4096 positions 0.94x, 1.01x, 1.03x, 1.04x; Zen 3 (512 KiB L2,
+// AVX2) 1.02-1.35x slower at 64k in five interleaved runs (the tile's q and output rows,
+// 2 MiB doubled, are read in the choosers' order).
+#define SLC_POS_PER_BLOCK 48
 #define SLC_POS_MAX (2 * SLC_POS)
 #define SLC_WIDE_L2 (1L << 20)
 
